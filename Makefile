@@ -1,0 +1,58 @@
+# indexops — every target works on a fresh machine with Python 3.11.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+
+DEMO_DIR ?= .demo
+PREFECT_PORT ?= 4200
+
+.PHONY: install test test-unit test-flows test-integration test-e2e demo server bench bench-quick clean
+
+install: $(STAMP)
+
+# torch first: the CPU wheel pinned here; a bare `torch` would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -m "unit or flows or integration or e2e" -q
+
+test-unit: install
+	$(BIN)/python -m pytest -m unit -q
+
+test-flows: install
+	$(BIN)/python -m pytest -m flows -q
+
+test-integration: install
+	$(BIN)/python -m pytest -m integration -q
+
+test-e2e: install
+	$(BIN)/python -m pytest -m e2e -q
+
+# Starts a local Prefect server (UI included) unless one answers, then runs every flow built so
+# far on the bundled sample data with the real embedding model.
+demo: install
+	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/python -m indexops.demo --dir $(DEMO_DIR) --port $(PREFECT_PORT)
+
+server: install
+	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+bench: install
+	$(BIN)/python bench/ingest_scifact.py
+
+bench-quick: install
+	$(BIN)/python bench/ingest_scifact.py --quick
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

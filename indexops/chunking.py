@@ -1,0 +1,161 @@
+"""Chunkers that count in the embedding model's own tokens, with deterministic chunk ids."""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from indexops.embedders import Tokenizer
+from indexops.ids import chunk_hash, chunk_id, normalize_text, sha256_hex
+from indexops.models import Chunk
+from indexops.settings import ChunkingSettings
+
+CHUNKER_CODE_VERSION = "1"
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+(?=\S)")
+MIN_BUDGET = 16
+
+
+@dataclass
+class ChunkResult:
+    chunks: list[Chunk]
+    duplicates_dropped: int
+
+
+class Chunker:
+    """Splits documents into chunks whose embed text fits the model window.
+
+    Args:
+        settings: strategy, size and overlap in tokens, whether the title prefixes each chunk.
+        tokenizer: the embedding model's tokenizer (or the hashing embedder's word tokenizer).
+        tokenizer_id: names the tokenizer in the chunker version, so a new tokenizer means new ids.
+    """
+
+    def __init__(self, settings: ChunkingSettings, tokenizer: Tokenizer, tokenizer_id: str) -> None:
+        self.settings = settings
+        self.tok = tokenizer
+        self.max_tokens = min(settings.max_tokens, tokenizer.max_tokens)
+        self.version = sha256_hex(
+            CHUNKER_CODE_VERSION,
+            settings.strategy,
+            str(self.max_tokens),
+            str(settings.overlap_tokens),
+            str(settings.include_title),
+            tokenizer_id,
+        )[:16]
+
+    def config(self) -> dict[str, Any]:
+        return {**self.settings.model_dump(), "effective_max_tokens": self.max_tokens, "version": self.version}
+
+    def chunk(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:
+        title = title or ""
+        prefix = f"{title}\n" if (self.settings.include_title and title.strip()) else ""
+        budget = self.max_tokens
+        if prefix:
+            budget = max(MIN_BUDGET, budget - len(self.tok.spans(title)) - 1)
+        overlap = min(self.settings.overlap_tokens, budget // 2)
+        spans = self.tok.spans(text)
+        if self.settings.strategy == "token_window":
+            ranges = _token_windows(spans, budget, overlap)
+        else:
+            ranges = _recursive(text, spans, budget, overlap)
+        if not ranges:
+            ranges = [(0, len(text))]
+        chunks: list[Chunk] = []
+        seen: set[str] = set()
+        dropped = 0
+        for position, (a, b) in enumerate(ranges):
+            piece = text[a:b].strip()
+            if not piece:
+                continue
+            norm = normalize_text(piece)
+            if norm in seen:  # the same passage twice in one document is indexed once
+                dropped += 1
+                continue
+            seen.add(norm)
+            th = sha256_hex(piece)
+            chunks.append(
+                Chunk(
+                    chunk_id=chunk_id(doc_id, position, th, self.version),
+                    doc_id=doc_id,
+                    position=position,
+                    text=piece,
+                    embed_text=prefix + piece,
+                    chunk_hash=chunk_hash(piece, title, metadata),
+                    title=title,
+                    metadata=metadata,
+                )
+            )
+        return ChunkResult(chunks, dropped)
+
+
+def _token_windows(spans: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[int, int]]:
+    if not spans:
+        return []
+    step = max(1, size - overlap)
+    out = []
+    i = 0
+    while True:
+        j = min(i + size, len(spans))
+        out.append((spans[i][0], spans[j - 1][1]))
+        if j >= len(spans):
+            break
+        i += step
+    return out
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence char ranges, paragraphs first so a sentence never crosses a paragraph."""
+    out = []
+    pos = 0
+    for para in _PARAGRAPH.split(text):
+        start = text.find(para, pos)
+        pos = start + len(para)
+        s = 0
+        for m in _SENTENCE_END.finditer(para):
+            out.append((start + s, start + m.start()))
+            s = m.end()
+        out.append((start + s, start + len(para)))
+    return [(a, b) for a, b in out if text[a:b].strip()]
+
+
+def _recursive(text: str, spans: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[int, int]]:
+    """Pack whole sentences up to `size` tokens; a sentence longer than that falls back to windows."""
+    if not spans:
+        return []
+    starts = [s for s, _ in spans]
+
+    def ntok(a: int, b: int) -> int:
+        return bisect.bisect_left(starts, b) - bisect.bisect_left(starts, a)
+
+    units: list[tuple[int, int, int]] = []  # (char_start, char_end, tokens)
+    for a, b in _sentences(text):
+        n = ntok(a, b)
+        if n <= size:
+            units.append((a, b, n))
+        else:
+            lo, hi = bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)
+            for wa, wb in _token_windows(spans[lo:hi], size, overlap):
+                units.append((wa, wb, ntok(wa, wb)))
+    out: list[tuple[int, int]] = []
+    cur: list[tuple[int, int, int]] = []
+    total = 0
+    for u in units:
+        if cur and total + u[2] > size:
+            out.append((cur[0][0], cur[-1][1]))
+            # carry trailing sentences up to `overlap` tokens into the next chunk
+            carry: list[tuple[int, int, int]] = []
+            t = 0
+            for prev in reversed(cur):
+                if t + prev[2] > overlap or prev[2] + u[2] + t > size:
+                    break
+                carry.insert(0, prev)
+                t += prev[2]
+            cur, total = carry, t
+        cur.append(u)
+        total += u[2]
+    if cur:
+        out.append((cur[0][0], cur[-1][1]))
+    return out

@@ -1,0 +1,101 @@
+"""Exact and near-duplicate detection that works incrementally against the whole index.
+
+Near duplicates use MinHash over word shingles with LSH banding. The band buckets of every
+active document live in the ledger, so a new batch is checked with indexed lookups of its own
+buckets: nothing is rebuilt and the cost is O(batch), not O(corpus).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from indexops.ids import normalize_text
+from indexops.settings import DedupeSettings
+
+_SEED = 1
+_PRIME = np.uint64((1 << 61) - 1)
+_MAX_HASH = np.uint64((1 << 32) - 1)
+
+
+@lru_cache(maxsize=16)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimising false positives + negatives at `threshold` (datasketch's optimiser)."""
+    from datasketch.lsh import _optimal_param
+
+    b, r = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    return int(b), int(r)
+
+
+@dataclass
+class Signature:
+    values: np.ndarray  # uint64, length num_perm
+
+    def to_bytes(self) -> bytes:
+        return self.values.astype("<u8").tobytes()
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> "Signature":
+        return cls(np.frombuffer(b, dtype="<u8").copy())
+
+    def jaccard(self, other: "Signature") -> float:
+        if len(self.values) != len(other.values):
+            return 0.0
+        return float(np.mean(self.values == other.values))
+
+
+class NearDuplicateIndex:
+    """MinHash signatures and LSH bucket keys for a configuration."""
+
+    def __init__(self, settings: DedupeSettings) -> None:
+        self.settings = settings
+        self.bands, self.rows = lsh_params(settings.near_threshold, settings.num_perm)
+        rng = np.random.RandomState(_SEED)
+        self._a = rng.randint(1, _PRIME, size=settings.num_perm, dtype=np.uint64)
+        self._b = rng.randint(0, _PRIME, size=settings.num_perm, dtype=np.uint64)
+
+    def shingles(self, text: str) -> list[bytes]:
+        words = normalize_text(text).split(" ")
+        n = self.settings.shingle_words
+        if len(words) <= n:
+            return [" ".join(words).encode("utf-8", "surrogatepass")]
+        return list({" ".join(words[i : i + n]).encode("utf-8", "surrogatepass") for i in range(len(words) - n + 1)})
+
+    def signature(self, text: str) -> Signature:
+        """Classic MinHash: min over shingles of (a*h + b) mod 2^61-1, h a 32-bit shingle hash."""
+        hv = np.array(
+            [int.from_bytes(hashlib.blake2b(s, digest_size=4).digest(), "little") for s in self.shingles(text)],
+            dtype=np.uint64,
+        )
+        with np.errstate(over="ignore"):
+            ph = (self._a[:, None] * hv[None, :] + self._b[:, None]) % _PRIME
+        return Signature((ph & _MAX_HASH).min(axis=1).astype(np.uint64))
+
+    def buckets(self, sig: Signature) -> list[str]:
+        out = []
+        for band in range(self.bands):
+            chunk = sig.values[band * self.rows : (band + 1) * self.rows].astype("<u8").tobytes()
+            out.append(hashlib.sha1(band.to_bytes(2, "big") + chunk).hexdigest())
+        return out
+
+
+class BatchBuckets:
+    """In-memory LSH for documents kept earlier in the same batch (not in the ledger yet)."""
+
+    def __init__(self) -> None:
+        self._by_bucket: dict[str, set[str]] = {}
+        self.signatures: dict[str, Signature] = {}
+
+    def add(self, doc_id: str, sig: Signature, buckets: list[str]) -> None:
+        self.signatures[doc_id] = sig
+        for b in buckets:
+            self._by_bucket.setdefault(b, set()).add(doc_id)
+
+    def candidates(self, buckets: list[str]) -> set[str]:
+        out: set[str] = set()
+        for b in buckets:
+            out |= self._by_bucket.get(b, set())
+        return out

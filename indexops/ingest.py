@@ -1,0 +1,132 @@
+"""Turn a source into units of work (one batch file, or a slice of a full snapshot) and the
+plain-Python driver that applies them. The Prefect flow walks the same units with tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from indexops.embedders import ProgressFn
+from indexops.feeds.readers import FeedFileError
+from indexops.feeds.sources import SourceKind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
+from indexops.models import BatchCounts, Quarantined, SourceRecord
+from indexops.pipeline import IndexContext, apply_batch, new_run_id
+from indexops.snapshot import publish_snapshot
+from indexops.validate import BatchRejected, ValidationResult, validate_records
+
+
+@dataclass
+class WorkUnit:
+    """One atomic unit: its records land together or not at all."""
+
+    label: str
+    records: list[SourceRecord] = field(default_factory=list)
+    read_errors: list[Quarantined] = field(default_factory=list)
+    applied_file: tuple[str, str, int] | None = None
+    snapshot_deletes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SourcePlan:
+    feed: str
+    kind: SourceKind
+    units: Iterator[WorkUnit]
+    changed_after_apply: list[str] = field(default_factory=list)
+    late_files: list[str] = field(default_factory=list)
+    pending_files: int = 0
+
+
+def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None) -> SourcePlan:
+    """Describe what a run will apply, lazily (files are read when their unit is reached)."""
+    name = feed or feed_name(path)
+    if kind == "delta":
+        st = scan_delta_feed(path, ctx.ledger, name)
+
+        def delta_units() -> Iterator[WorkUnit]:
+            for pf in st.pending:
+                try:
+                    recs, bad, h = read_pending(pf, name)
+                except FeedFileError as e:
+                    yield WorkUnit(label=pf.name, read_errors=[Quarantined(feed=name, file=pf.name, line=0, reason=str(e))])
+                    continue
+                yield WorkUnit(label=pf.name, records=recs, read_errors=bad, applied_file=(pf.name, h, len(recs) + len(bad)))
+
+        return SourcePlan(name, kind, delta_units(), st.changed_after_apply, [p.name for p in st.pending if p.late], len(st.pending))
+
+    batch = ctx.settings.ingest.batch_docs
+
+    def snapshot_units() -> Iterator[WorkUnit]:
+        seen: set[str] = set()
+        unit = WorkUnit(label="part-000001")
+        n = 1
+        for rec, bad in iter_snapshot_records(path, name, kind):
+            if bad is not None:
+                unit.read_errors.append(bad)
+                if bad.record_id:
+                    seen.add(bad.record_id)
+                continue
+            assert rec is not None
+            rid = rec.raw.get("id")
+            if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+                seen.add(str(rid).strip())
+            unit.records.append(rec)
+            if len(unit.records) >= batch:
+                yield unit
+                n += 1
+                unit = WorkUnit(label=f"part-{n:06d}")
+        unit.snapshot_deletes = sorted(ctx.ledger.active_doc_ids(name) - seen)
+        yield unit
+
+    return SourcePlan(name, kind, snapshot_units())
+
+
+def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | None = None) -> ValidationResult:
+    """Validate a unit; raise `BatchRejected` when its bad share passes the threshold.
+
+    A rejected unit's bad rows are still written to the quarantine table (that is where the
+    operator looks), but none of its records, and not its cursor.
+    """
+    v = ctx.settings.validation
+    res = validate_records(unit.records, feed, v.suite, v.max_text_chars)
+    res.bad = unit.read_errors + res.bad
+    res.total = len(unit.records) + len(unit.read_errors)
+    file_error = not unit.records and any(q.line == 0 for q in unit.read_errors)
+    if file_error or (res.total and res.bad_fraction > v.max_bad_fraction):
+        ctx.ledger.record_quarantine(res.bad, run_id or "")
+        raise BatchRejected(feed, unit.label, res, v.max_bad_fraction)
+    return res
+
+
+def ingest_path(
+    ctx: IndexContext,
+    path: str | Path,
+    kind: SourceKind,
+    feed: str | None = None,
+    run_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Apply every pending unit of a source and publish the snapshot, without Prefect.
+
+    Raises:
+        BatchRejected: a unit had too many bad records (earlier units stay applied).
+    """
+    run_id = run_id or new_run_id()
+    sp = plan_source(ctx, path, kind, feed)
+    totals = BatchCounts()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for unit in sp.units:
+        res = validate_unit(ctx, unit, sp.feed, run_id)
+        c = apply_batch(
+            ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad,
+            applied_file=unit.applied_file, progress=progress, timings=timings,
+        )
+        totals = totals.add(c)
+    manifest = publish_snapshot(ctx, run_id)
+    timings["total"] = time.perf_counter() - t0
+    return {"run_id": run_id, "feed": sp.feed, "counts": totals.model_dump(), "snapshot": manifest, "timings_s": timings,
+            "changed_after_apply": sp.changed_after_apply}

@@ -1,0 +1,756 @@
+"""The ledger: what the index should hold, per document and chunk, plus cursors, quarantine,
+duplicates, snapshots and runs. SQLAlchemy Core, so a SQLite file and a Postgres URL behave alike.
+
+The ledger is the commit point of every batch: vector-store writes happen first and are
+idempotent (deterministic point ids), then one ledger transaction records the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from indexops.models import Quarantined
+
+SCHEMA_VERSION = 1
+_IN_CHUNK = 500
+_MOD = 1 << 256
+
+metadata = MetaData()
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("doc_id", String(512), primary_key=True),
+    Column("feed", String(512), nullable=False),
+    Column("status", String(16), nullable=False),  # active | duplicate | deleted
+    Column("title", Text, nullable=False, default=""),
+    Column("text", Text),
+    Column("metadata_json", Text, nullable=False, default="{}"),
+    Column("updated_at", DateTime(timezone=True)),
+    Column("version_hash", String(64)),
+    Column("text_hash", String(64)),
+    Column("duplicate_of", String(512)),
+    Column("dup_kind", String(8)),  # exact | near
+    Column("similarity", Float),
+    Column("minhash", LargeBinary),
+    Column("version", Integer, nullable=False, default=1),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(64)),
+    Index("ix_documents_text_hash", "text_hash"),
+    Index("ix_documents_duplicate_of", "duplicate_of"),
+    Index("ix_documents_feed_status", "feed", "status"),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("collection", String(128), primary_key=True),
+    Column("chunk_id", String(64), primary_key=True),
+    Column("doc_id", String(512), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("chunk_hash", String(64), nullable=False),
+    Column("embed_hash", String(64), nullable=False),
+    Column("point_id", String(36), nullable=False),
+    Column("n_chars", Integer, nullable=False, default=0),
+    Index("ix_chunks_doc", "collection", "doc_id"),
+)
+
+lsh_buckets = Table(
+    "lsh_buckets",
+    metadata,
+    Column("bucket", String(40), primary_key=True),
+    Column("doc_id", String(512), primary_key=True),
+    Index("ix_lsh_doc", "doc_id"),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("feed", String(512), primary_key=True),
+    Column("last_file", String(1024), nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+applied_files = Table(
+    "applied_files",
+    metadata,
+    Column("feed", String(512), primary_key=True),
+    Column("file_name", String(1024), primary_key=True),
+    Column("file_hash", String(64), nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(64)),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64)),
+    Column("feed", String(512), nullable=False),
+    Column("file", String(1024), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("record_id", String(512)),
+    Column("reason", Text, nullable=False),
+    Column("excerpt", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+index_state = Table(
+    "index_state",
+    metadata,
+    Column("collection", String(128), primary_key=True),
+    Column("acc", String(64), nullable=False),  # multiset hash: sum of chunk hashes mod 2^256
+    Column("chunks", Integer, nullable=False),
+    Column("recipe_json", Text, nullable=False),
+    Column("snapshot_id", String(64)),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("snapshot_id", String(64), nullable=False, index=True),
+    Column("collection", String(128), nullable=False),
+    Column("parent", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", String(64)),
+    Column("documents", Integer, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("manifest_json", Text, nullable=False),
+)
+
+# Which version of each document was active between two ledger versions (slowly changing
+# dimension): a batch writes O(batch) rows, and any snapshot's document set is a range query.
+doc_history = Table(
+    "doc_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("doc_id", String(512), nullable=False),
+    Column("version_hash", String(64), nullable=False),
+    Column("valid_from", Integer, nullable=False),
+    Column("valid_to", Integer),
+    Index("ix_history_doc_open", "doc_id", "valid_to"),
+    Index("ix_history_from", "valid_from"),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("feed", String(512)),
+    Column("source", Text),
+    Column("status", String(16), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("counts_json", Text),
+    Column("error", Text),
+    Column("snapshot_id", String(64)),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("owner", String(256), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything in the ledger is UTC."""
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+def _chunks_of(seq: Sequence[Any], n: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+@dataclass
+class DocRow:
+    doc_id: str
+    feed: str
+    status: str
+    title: str
+    text: str | None
+    metadata: dict[str, Any]
+    updated_at: datetime | None
+    version_hash: str | None
+    text_hash: str | None
+    duplicate_of: str | None
+    dup_kind: str | None
+    minhash: bytes | None
+    version: int
+
+
+@dataclass
+class ChunkRow:
+    chunk_id: str
+    doc_id: str
+    position: int
+    chunk_hash: str
+    embed_hash: str
+    point_id: str
+    n_chars: int = 0
+
+
+@dataclass
+class DocWrite:
+    """A document row to write at batch commit (insert or replace)."""
+
+    doc_id: str
+    feed: str
+    status: str
+    title: str
+    text: str | None
+    metadata: dict[str, Any]
+    updated_at: datetime | None
+    version_hash: str | None
+    text_hash: str | None
+    duplicate_of: str | None = None
+    dup_kind: str | None = None
+    similarity: float | None = None
+    minhash: bytes | None = None
+    buckets: list[str] = field(default_factory=list)
+    version: int = 1
+
+
+@dataclass
+class BatchCommit:
+    """Everything one batch changes in the ledger, applied in one transaction."""
+
+    collection: str
+    feed: str
+    run_id: str
+    docs: list[DocWrite] = field(default_factory=list)
+    touched_updated_at: dict[str, datetime] = field(default_factory=dict)
+    chunk_deletes: list[str] = field(default_factory=list)
+    chunk_inserts: list[ChunkRow] = field(default_factory=list)
+    chunk_hash_updates: list[tuple[str, str]] = field(default_factory=list)  # (chunk_id, new chunk_hash)
+    acc_delta: int = 0
+    chunk_count_delta: int = 0
+    quarantined: list[Quarantined] = field(default_factory=list)
+    applied_file: tuple[str, str, int] | None = None  # (file_name, file_hash, records)
+
+
+def multiset_term(chunk_id: str, chunk_hash: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{chunk_id}\x1f{chunk_hash}".encode()).digest(), "big")
+
+
+class LedgerBusy(RuntimeError):
+    """Another ingest holds the index lock."""
+
+
+class Ledger:
+    """SQLAlchemy-backed ledger. One instance per process; create tables on open."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 60}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    @classmethod
+    def for_workspace(cls, workspace: str | Path, url: str | None = None) -> "Ledger":
+        if url:
+            return cls(url)
+        ws = Path(workspace)
+        ws.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{ws.resolve() / 'ledger.db'}")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- documents -------------------------------------------------------------------------
+    def get_documents(self, doc_ids: Iterable[str]) -> dict[str, DocRow]:
+        ids = sorted(set(doc_ids))
+        out: dict[str, DocRow] = {}
+        with self.engine.connect() as c:
+            for part in _chunks_of(ids):
+                for r in c.execute(select(documents).where(documents.c.doc_id.in_(part))):
+                    out[r.doc_id] = _doc_row(r)
+        return out
+
+    def active_by_text_hash(self, hashes: Iterable[str]) -> dict[str, list[str]]:
+        hs = sorted(set(hashes))
+        out: dict[str, list[str]] = {}
+        with self.engine.connect() as c:
+            for part in _chunks_of(hs):
+                q = select(documents.c.text_hash, documents.c.doc_id).where(
+                    documents.c.text_hash.in_(part), documents.c.status == "active"
+                )
+                for th, did in c.execute(q):
+                    out.setdefault(th, []).append(did)
+        return out
+
+    def lsh_candidates(self, buckets: Iterable[str]) -> dict[str, set[str]]:
+        """bucket -> ids of active documents in it (an indexed lookup per batch, never a scan)."""
+        bs = sorted(set(buckets))
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as c:
+            for part in _chunks_of(bs):
+                q = select(lsh_buckets.c.bucket, lsh_buckets.c.doc_id).where(lsh_buckets.c.bucket.in_(part))
+                for b, d in c.execute(q):
+                    out.setdefault(b, set()).add(d)
+        return out
+
+    def duplicates_of(self, doc_ids: Iterable[str]) -> list[DocRow]:
+        ids = sorted(set(doc_ids))
+        out: list[DocRow] = []
+        with self.engine.connect() as c:
+            for part in _chunks_of(ids):
+                q = select(documents).where(documents.c.duplicate_of.in_(part), documents.c.status == "duplicate")
+                out.extend(_doc_row(r) for r in c.execute(q))
+        return out
+
+    def active_doc_ids(self, feed: str | None = None) -> set[str]:
+        q = select(documents.c.doc_id).where(documents.c.status.in_(("active", "duplicate")))
+        if feed is not None:
+            q = q.where(documents.c.feed == feed)
+        with self.engine.connect() as c:
+            return set(c.execute(q).scalars())
+
+    def iter_active_documents(self, batch: int = 1000) -> Iterator[list[DocRow]]:
+        """Stream active documents in id order (for rebuilding a collection from the ledger)."""
+        last = ""
+        with self.engine.connect() as c:
+            while True:
+                q = (
+                    select(documents)
+                    .where(documents.c.status == "active", documents.c.doc_id > last)
+                    .order_by(documents.c.doc_id)
+                    .limit(batch)
+                )
+                rows = [_doc_row(r) for r in c.execute(q)]
+                if not rows:
+                    return
+                yield rows
+                last = rows[-1].doc_id
+
+    def document_counts(self) -> dict[str, int]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(documents.c.status, func.count()).group_by(documents.c.status)).all()
+        return {s: n for s, n in rows}
+
+    def doc_versions(self) -> dict[str, str]:
+        """doc_id -> version_hash of the active documents (what a snapshot holds)."""
+        with self.engine.connect() as c:
+            q = select(documents.c.doc_id, documents.c.version_hash).where(documents.c.status == "active")
+            return {d: v for d, v in c.execute(q)}
+
+    # ---- chunks ------------------------------------------------------------------------------
+    def chunks_for_docs(self, collection: str, doc_ids: Iterable[str]) -> dict[str, list[ChunkRow]]:
+        ids = sorted(set(doc_ids))
+        out: dict[str, list[ChunkRow]] = {}
+        with self.engine.connect() as c:
+            for part in _chunks_of(ids):
+                q = select(chunks).where(chunks.c.collection == collection, chunks.c.doc_id.in_(part))
+                for r in c.execute(q):
+                    out.setdefault(r.doc_id, []).append(
+                        ChunkRow(r.chunk_id, r.doc_id, r.position, r.chunk_hash, r.embed_hash, r.point_id, r.n_chars)
+                    )
+        return out
+
+    def iter_chunks(self, collection: str, batch: int = 5000) -> Iterator[list[ChunkRow]]:
+        last = ""
+        with self.engine.connect() as c:
+            while True:
+                q = (
+                    select(chunks)
+                    .where(chunks.c.collection == collection, chunks.c.chunk_id > last)
+                    .order_by(chunks.c.chunk_id)
+                    .limit(batch)
+                )
+                rows = [
+                    ChunkRow(r.chunk_id, r.doc_id, r.position, r.chunk_hash, r.embed_hash, r.point_id, r.n_chars)
+                    for r in c.execute(q)
+                ]
+                if not rows:
+                    return
+                yield rows
+                last = rows[-1].chunk_id
+
+    # ---- state, cursors, files ------------------------------------------------------------
+    def state(self, collection: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(index_state).where(index_state.c.collection == collection)).first()
+        if r is None:
+            return None
+        return {"acc": int(r.acc, 16), "chunks": r.chunks, "recipe": json.loads(r.recipe_json), "snapshot_id": r.snapshot_id}
+
+    def ensure_state(self, collection: str, recipe: dict[str, Any]) -> None:
+        with self.engine.begin() as c:
+            if c.execute(select(index_state.c.collection).where(index_state.c.collection == collection)).first():
+                return
+            c.execute(insert(index_state).values(collection=collection, acc="0" * 64, chunks=0, recipe_json=json.dumps(recipe, sort_keys=True)))
+
+    def cursor(self, feed: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(cursors).where(cursors.c.feed == feed)).first()
+        return None if r is None else {"feed": r.feed, "last_file": r.last_file, "last_hash": r.last_hash, "updated_at": _aware(r.updated_at)}
+
+    def all_cursors(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as c:
+            return {
+                r.feed: {"last_file": r.last_file, "last_hash": r.last_hash, "updated_at": _aware(r.updated_at).isoformat()}
+                for r in c.execute(select(cursors))
+            }
+
+    def applied_files(self, feed: str) -> dict[str, str]:
+        with self.engine.connect() as c:
+            q = select(applied_files.c.file_name, applied_files.c.file_hash).where(applied_files.c.feed == feed)
+            return {n: h for n, h in c.execute(q)}
+
+    # ---- the batch commit -------------------------------------------------------------------
+    def commit_batch(self, b: BatchCommit) -> None:
+        """Apply one batch to the ledger atomically (the batch's commit point)."""
+        now = utcnow()
+        with self.engine.begin() as c:
+            if b.applied_file is not None:
+                name, fhash, nrec = b.applied_file
+                prior = c.execute(
+                    select(applied_files.c.file_hash).where(applied_files.c.feed == b.feed, applied_files.c.file_name == name)
+                ).first()
+                if prior is not None:
+                    raise RuntimeError(f"batch file {name!r} of feed {b.feed!r} was already applied")
+            ids = [d.doc_id for d in b.docs]
+            for part in _chunks_of(ids):
+                c.execute(delete(documents).where(documents.c.doc_id.in_(part)))
+                c.execute(delete(lsh_buckets).where(lsh_buckets.c.doc_id.in_(part)))
+            if b.docs:
+                c.execute(
+                    insert(documents),
+                    [
+                        {
+                            "doc_id": d.doc_id,
+                            "feed": d.feed,
+                            "status": d.status,
+                            "title": d.title,
+                            "text": d.text,
+                            "metadata_json": json.dumps(d.metadata, sort_keys=True, ensure_ascii=False),
+                            "updated_at": d.updated_at,
+                            "version_hash": d.version_hash,
+                            "text_hash": d.text_hash,
+                            "duplicate_of": d.duplicate_of,
+                            "dup_kind": d.dup_kind,
+                            "similarity": d.similarity,
+                            "minhash": d.minhash,
+                            "version": d.version,
+                            "changed_at": now,
+                            "run_id": b.run_id,
+                        }
+                        for d in b.docs
+                    ],
+                )
+                bucket_rows = [{"bucket": k, "doc_id": d.doc_id} for d in b.docs if d.status == "active" for k in d.buckets]
+                if bucket_rows:
+                    c.execute(insert(lsh_buckets), bucket_rows)
+            if b.docs:
+                self._write_history(c, b.docs)
+            for did, ts in b.touched_updated_at.items():
+                c.execute(update(documents).where(documents.c.doc_id == did).values(updated_at=ts))
+            for part in _chunks_of(b.chunk_deletes):
+                c.execute(delete(chunks).where(chunks.c.collection == b.collection, chunks.c.chunk_id.in_(part)))
+            for cid, ch in b.chunk_hash_updates:
+                c.execute(update(chunks).where(chunks.c.collection == b.collection, chunks.c.chunk_id == cid).values(chunk_hash=ch))
+            if b.chunk_inserts:
+                c.execute(
+                    insert(chunks),
+                    [
+                        {
+                            "collection": b.collection,
+                            "chunk_id": r.chunk_id,
+                            "doc_id": r.doc_id,
+                            "position": r.position,
+                            "chunk_hash": r.chunk_hash,
+                            "embed_hash": r.embed_hash,
+                            "point_id": r.point_id,
+                            "n_chars": r.n_chars,
+                        }
+                        for r in b.chunk_inserts
+                    ],
+                )
+            if b.acc_delta or b.chunk_count_delta:
+                st = c.execute(select(index_state).where(index_state.c.collection == b.collection)).first()
+                acc = (int(st.acc, 16) + b.acc_delta) % _MOD
+                c.execute(
+                    update(index_state)
+                    .where(index_state.c.collection == b.collection)
+                    .values(acc=f"{acc:064x}", chunks=st.chunks + b.chunk_count_delta)
+                )
+            if b.quarantined:
+                c.execute(
+                    insert(quarantine),
+                    [
+                        {
+                            "run_id": b.run_id,
+                            "feed": q.feed,
+                            "file": q.file,
+                            "line": q.line,
+                            "record_id": q.record_id,
+                            "reason": q.reason,
+                            "excerpt": q.excerpt,
+                            "created_at": now,
+                        }
+                        for q in b.quarantined
+                    ],
+                )
+            if b.applied_file is not None:
+                name, fhash, nrec = b.applied_file
+                c.execute(
+                    insert(applied_files).values(
+                        feed=b.feed, file_name=name, file_hash=fhash, records=nrec, applied_at=now, run_id=b.run_id
+                    )
+                )
+                c.execute(delete(cursors).where(cursors.c.feed == b.feed))
+                c.execute(insert(cursors).values(feed=b.feed, last_file=name, last_hash=fhash, updated_at=now))
+
+    def _write_history(self, c: Connection, docs: Sequence[DocWrite]) -> None:
+        row = c.execute(select(counters.c.value).where(counters.c.name == "ledger_version")).first()
+        v = (row.value if row else 0) + 1
+        if row is None:
+            c.execute(insert(counters).values(name="ledger_version", value=v))
+        else:
+            c.execute(update(counters).where(counters.c.name == "ledger_version").values(value=v))
+        ids = [d.doc_id for d in docs]
+        open_rows: dict[str, str] = {}
+        for part in _chunks_of(ids):
+            q = select(doc_history.c.doc_id, doc_history.c.version_hash).where(doc_history.c.doc_id.in_(part), doc_history.c.valid_to.is_(None))
+            open_rows.update({d: h for d, h in c.execute(q)})
+        close = [d.doc_id for d in docs if d.doc_id in open_rows and (d.status != "active" or d.version_hash != open_rows[d.doc_id])]
+        for part in _chunks_of(close):
+            c.execute(update(doc_history).where(doc_history.c.doc_id.in_(part), doc_history.c.valid_to.is_(None)).values(valid_to=v))
+        new = [
+            {"doc_id": d.doc_id, "version_hash": d.version_hash, "valid_from": v, "valid_to": None}
+            for d in docs
+            if d.status == "active" and open_rows.get(d.doc_id) != d.version_hash
+        ]
+        if new:
+            c.execute(insert(doc_history), new)
+
+    def ledger_version(self) -> int:
+        with self.engine.connect() as c:
+            row = c.execute(select(counters.c.value).where(counters.c.name == "ledger_version")).first()
+        return row.value if row else 0
+
+    def record_quarantine(self, items: Sequence[Quarantined], run_id: str) -> None:
+        if not items:
+            return
+        now = utcnow()
+        with self.engine.begin() as c:
+            c.execute(
+                insert(quarantine),
+                [
+                    {"run_id": run_id, "feed": q.feed, "file": q.file, "line": q.line, "record_id": q.record_id,
+                     "reason": q.reason, "excerpt": q.excerpt, "created_at": now}
+                    for q in items
+                ],
+            )
+
+    def list_quarantine(self, feed: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        q = select(quarantine).order_by(quarantine.c.id)
+        if feed:
+            q = q.where(quarantine.c.feed == feed)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as c:
+            return [
+                {"id": r.id, "run_id": r.run_id, "feed": r.feed, "file": r.file, "line": r.line, "record_id": r.record_id,
+                 "reason": r.reason, "excerpt": r.excerpt, "created_at": _aware(r.created_at).isoformat()}
+                for r in c.execute(q)
+            ]
+
+    def list_duplicates(self) -> list[dict[str, Any]]:
+        q = select(documents.c.doc_id, documents.c.duplicate_of, documents.c.dup_kind, documents.c.similarity).where(
+            documents.c.status == "duplicate"
+        )
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q.order_by(documents.c.doc_id))]
+
+    # ---- snapshots and runs -----------------------------------------------------------------
+    def record_snapshot(self, collection: str, snapshot_id: str, run_id: str | None, manifest: dict[str, Any]) -> bool:
+        """Store a snapshot unless it is the latest already; returns True when a new one was written."""
+        with self.engine.begin() as c:
+            latest = c.execute(
+                select(snapshots.c.snapshot_id).where(snapshots.c.collection == collection).order_by(snapshots.c.seq.desc()).limit(1)
+            ).first()
+            c.execute(update(index_state).where(index_state.c.collection == collection).values(snapshot_id=snapshot_id))
+            if latest is not None and latest.snapshot_id == snapshot_id:
+                return False
+            c.execute(
+                insert(snapshots).values(
+                    snapshot_id=snapshot_id, collection=collection, parent=manifest.get("parent"), created_at=utcnow(),
+                    run_id=run_id, documents=manifest["documents"], chunks=manifest["chunks"],
+                    manifest_json=json.dumps(manifest, sort_keys=True),
+                )
+            )
+            return True
+
+    def latest_snapshot(self, collection: str | None = None) -> dict[str, Any] | None:
+        q = select(snapshots).order_by(snapshots.c.seq.desc()).limit(1)
+        if collection:
+            q = q.where(snapshots.c.collection == collection)
+        with self.engine.connect() as c:
+            r = c.execute(q).first()
+        return None if r is None else _snap(r)
+
+    def get_snapshot(self, snapshot_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            rows = c.execute(select(snapshots).where(snapshots.c.snapshot_id.startswith(snapshot_id)).order_by(snapshots.c.seq.desc())).all()
+        ids = {r.snapshot_id for r in rows}
+        if len(ids) > 1:
+            raise ValueError(f"snapshot prefix {snapshot_id!r} is ambiguous: {sorted(ids)}")
+        return _snap(rows[0]) if rows else None
+
+    def list_snapshots(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [_snap(r) for r in c.execute(select(snapshots).order_by(snapshots.c.seq))]
+
+    def doc_versions_at(self, ledger_version: int) -> dict[str, str]:
+        """doc_id -> version_hash of the documents active at a ledger version (a snapshot's content)."""
+        q = select(doc_history.c.doc_id, doc_history.c.version_hash).where(
+            doc_history.c.valid_from <= ledger_version,
+            (doc_history.c.valid_to.is_(None)) | (doc_history.c.valid_to > ledger_version),
+        )
+        with self.engine.connect() as c:
+            return {d: v for d, v in c.execute(q)}
+
+    def start_run(self, run_id: str, feed: str, source: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(insert(runs).values(run_id=run_id, feed=feed, source=source, status="running", started_at=utcnow()))
+
+    def finish_run(self, run_id: str, status: str, counts: dict[str, Any] | None = None, error: str | None = None, snapshot_id: str | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                update(runs).where(runs.c.run_id == run_id).values(
+                    status=status, finished_at=utcnow(), counts_json=json.dumps(counts or {}), error=error, snapshot_id=snapshot_id
+                )
+            )
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [
+                {"run_id": r.run_id, "feed": r.feed, "status": r.status, "started_at": _aware(r.started_at).isoformat(),
+                 "finished_at": _aware(r.finished_at).isoformat() if r.finished_at else None,
+                 "counts": json.loads(r.counts_json or "{}"), "error": r.error, "snapshot_id": r.snapshot_id}
+                for r in c.execute(select(runs).order_by(runs.c.started_at))
+            ]
+
+    # ---- the index lock ---------------------------------------------------------------------
+    def acquire_lock(self, name: str, wait_s: float = 0.0, stale_after_s: float = 6 * 3600) -> str:
+        """Take the per-index lock so two ingests never interleave writes.
+
+        Raises:
+            LedgerBusy: another live owner holds it after `wait_s` seconds.
+        """
+        owner = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                with self.engine.begin() as c:
+                    row = c.execute(select(locks).where(locks.c.name == name)).first()
+                    if row is not None and _lock_is_stale(row.owner, _aware(row.acquired_at), stale_after_s):
+                        c.execute(delete(locks).where(locks.c.name == name, locks.c.owner == row.owner))
+                    c.execute(insert(locks).values(name=name, owner=owner, acquired_at=utcnow()))
+                return owner
+            except IntegrityError:
+                if time.monotonic() >= deadline:
+                    with self.engine.connect() as c:
+                        row = c.execute(select(locks).where(locks.c.name == name)).first()
+                    holder = row.owner if row else "?"
+                    raise LedgerBusy(f"index {name!r} is being ingested by {holder}; try again when it finishes") from None
+                time.sleep(0.5)
+
+    def release_lock(self, name: str, owner: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+
+
+def _lock_is_stale(owner: str, acquired_at: datetime | None, stale_after_s: float) -> bool:
+    """A lock whose process on this host is gone (e.g. SIGKILL) is stale at once."""
+    host, _, rest = owner.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return acquired_at is not None and (utcnow() - acquired_at).total_seconds() > stale_after_s
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _doc_row(r: Any) -> DocRow:
+    return DocRow(
+        doc_id=r.doc_id, feed=r.feed, status=r.status, title=r.title or "", text=r.text,
+        metadata=json.loads(r.metadata_json or "{}"), updated_at=_aware(r.updated_at), version_hash=r.version_hash,
+        text_hash=r.text_hash, duplicate_of=r.duplicate_of, dup_kind=r.dup_kind, minhash=r.minhash, version=r.version,
+    )
+
+
+def _snap(r: Any) -> dict[str, Any]:
+    m = json.loads(r.manifest_json)
+    m.setdefault("snapshot_id", r.snapshot_id)
+    m["created_at"] = _aware(r.created_at).isoformat()
+    m["run_id"] = r.run_id
+    return m

@@ -1,0 +1,496 @@
+"""The ingestion core: plan a batch against the ledger, chunk, embed only what changed, write
+the store, commit the ledger. Each stage is a plain function so `tasks/` can wrap them one by one.
+
+Write order (crash safety): store upserts, then store deletes, then one ledger transaction.
+Point ids are deterministic, so replaying a batch whose ledger commit never happened rewrites
+the same points; the ledger is the commit point and never claims what the store lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from indexops.chunking import Chunker
+from indexops.dedupe import BatchBuckets, NearDuplicateIndex, Signature
+from indexops.embedders import Embedder, ProgressFn, make_embedder
+from indexops.ids import canonical_json, point_id, sha256_hex, text_hash, version_hash
+from indexops.ledger import SCHEMA_VERSION, BatchCommit, ChunkRow, DocRow, DocWrite, Ledger, multiset_term
+from indexops.models import BatchCounts, Chunk, FeedRecord, Quarantined
+from indexops.settings import Settings
+from indexops.sparse import Bm25Encoder
+from indexops.store import StorePoint, VectorStore, open_store
+
+_MOD = 1 << 256
+
+
+@dataclass
+class IndexContext:
+    """Everything a batch needs: settings, ledger, store and the recipe's components."""
+
+    settings: Settings
+    workspace: Path
+    ledger: Ledger
+    embedder: Embedder
+    chunker: Chunker
+    bm25: Bm25Encoder
+    near: NearDuplicateIndex | None
+    recipe: dict[str, Any]
+    collection: str
+    _store: VectorStore | None = None
+
+    @property
+    def store(self) -> VectorStore:
+        if self._store is None:
+            s = self.settings.store
+            self._store = open_store(s.backend, self.workspace, self.collection, self.embedder.dim, s.url, s.api_key_env)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.ledger.close()
+
+
+def model_label(model: str) -> str:
+    """The model's name in the recipe: a path is reduced to its last part so machines agree."""
+    p = Path(model)
+    return p.name if (p.is_absolute() or model.startswith(".")) else model
+
+
+def build_recipe(settings: Settings, embedder: Embedder, chunker: Chunker, bm25: Bm25Encoder) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "chunker": chunker.config(),
+        "embedding": {
+            "model": model_label(settings.embedding.model),
+            "fingerprint": embedder.fingerprint(),
+            "dim": embedder.dim,
+            "normalize": settings.embedding.normalize,
+        },
+        "bm25": bm25.recipe(),
+    }
+
+
+def recipe_hash(recipe: dict[str, Any]) -> str:
+    return sha256_hex(canonical_json(recipe))
+
+
+def open_index(workspace: str | Path, settings: Settings) -> IndexContext:
+    """Open the ledger and the recipe's collection in a workspace (created if missing)."""
+    ws = Path(workspace)
+    ws.mkdir(parents=True, exist_ok=True)
+    e = settings.embedding
+    embedder = make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize)
+    chunker = Chunker(settings.chunking, embedder.tokenizer(), tokenizer_id=embedder.fingerprint()[:16])
+    bm25 = Bm25Encoder(settings.bm25)
+    recipe = build_recipe(settings, embedder, chunker, bm25)
+    collection = f"{settings.store.collection_prefix}-{recipe_hash(recipe)[:12]}"
+    ledger = Ledger.for_workspace(ws, settings.ledger.url)
+    ledger.ensure_state(collection, recipe)
+    near = NearDuplicateIndex(settings.dedupe) if settings.dedupe.near else None
+    return IndexContext(settings, ws, ledger, embedder, chunker, bm25, near, recipe, collection)
+
+
+def snapshot_id_for(acc: int, n_chunks: int, recipe: dict[str, Any]) -> str:
+    """Content address of the index: the chunk multiset (sum of per-chunk hashes) plus the recipe."""
+    return sha256_hex("indexops-snapshot-v1", f"{acc % _MOD:064x}", str(n_chunks), canonical_json(recipe))
+
+
+# ------------------------------------------------------------------------------------------
+# Stage 1: plan
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchPlan:
+    feed: str
+    docs: dict[str, DocWrite] = field(default_factory=dict)  # rows to write
+    reindex: list[str] = field(default_factory=list)  # active after the batch and needing chunks
+    old_active: set[str] = field(default_factory=set)  # active before, whose chunks get diffed
+    touched_updated_at: dict[str, Any] = field(default_factory=dict)
+    counts: BatchCounts = field(default_factory=BatchCounts)
+
+
+def last_record_wins(records: Sequence[FeedRecord]) -> list[FeedRecord]:
+    """Inside one batch the last record of an id wins."""
+    by_id: dict[str, FeedRecord] = {}
+    for r in records:
+        by_id.pop(r.id, None)
+        by_id[r.id] = r
+    return list(by_id.values())
+
+
+def plan_batch(ctx: IndexContext, records: Sequence[FeedRecord], feed: str, snapshot_deletes: Sequence[str] = ()) -> BatchPlan:
+    """Decide per document: unchanged, stale, deleted, duplicate, or (re)index.
+
+    Args:
+        records: validated records of one batch (any order; last of an id wins).
+        feed: the feed the batch belongs to.
+        snapshot_deletes: ids a full-snapshot source no longer contains.
+
+    Returns:
+        The plan; nothing is written yet.
+    """
+    plan = BatchPlan(feed=feed)
+    recs = last_record_wins(records)
+    for did in snapshot_deletes:
+        recs.append(FeedRecord(id=did, op="delete"))
+    plan.counts.received = len(records)
+    existing = ctx.ledger.get_documents([r.id for r in recs])
+
+    candidates: dict[str, DocWrite] = {}
+    leaving: set[str] = set()  # active docs whose current content stops being the kept copy
+
+    for r in recs:
+        old = existing.get(r.id)
+        if old and old.updated_at and r.updated_at and r.updated_at < old.updated_at:
+            plan.counts.stale += 1
+            continue
+        if r.op == "delete":
+            if old is None or old.status == "deleted":
+                plan.counts.delete_unknown += 1
+                continue
+            plan.counts.deleted += 1
+            if old.status == "active":
+                leaving.add(r.id)
+                plan.old_active.add(r.id)
+            plan.docs[r.id] = DocWrite(
+                doc_id=r.id, feed=old.feed, status="deleted", title="", text=None, metadata={},
+                updated_at=r.updated_at or old.updated_at, version_hash=None, text_hash=None, version=old.version + 1,
+            )
+            continue
+        text = r.text or ""
+        vh = version_hash(r.title, text, r.metadata)
+        if old is not None and old.status != "deleted" and old.version_hash == vh:
+            plan.counts.unchanged += 1
+            if r.updated_at and (old.updated_at is None or r.updated_at > old.updated_at):
+                plan.touched_updated_at[r.id] = r.updated_at
+            continue
+        th = text_hash(text)
+        if old is not None and old.status == "active":
+            plan.old_active.add(r.id)
+            if old.text_hash != th:
+                leaving.add(r.id)
+        candidates[r.id] = DocWrite(
+            doc_id=r.id, feed=feed, status="active", title=r.title, text=text, metadata=r.metadata,
+            updated_at=r.updated_at, version_hash=vh, text_hash=th,
+            version=(old.version + 1) if old is not None else 1,
+        )
+
+    # Duplicates whose kept copy leaves get another chance: one of them may become the kept copy.
+    for d in ctx.ledger.duplicates_of(leaving):
+        if d.doc_id in candidates or d.doc_id in plan.docs:
+            continue
+        candidates[d.doc_id] = _rewrite(d, status="active")
+
+    _dedupe(ctx, plan, candidates, leaving)
+    kept_after = {d for d in candidates if plan.docs[d].status == "active"}
+    in_batch = {r.id for r in recs}
+    plan.counts.promoted = len(kept_after - in_batch)
+    plan.counts.upserted = len(kept_after & in_batch)
+    plan.reindex = sorted(kept_after)
+    return plan
+
+
+def _rewrite(d: DocRow, **changes: Any) -> DocWrite:
+    w = DocWrite(
+        doc_id=d.doc_id, feed=d.feed, status=d.status, title=d.title, text=d.text, metadata=d.metadata,
+        updated_at=d.updated_at, version_hash=d.version_hash, text_hash=d.text_hash, duplicate_of=d.duplicate_of,
+        dup_kind=d.dup_kind, minhash=d.minhash, version=d.version,
+    )
+    for k, v in changes.items():
+        setattr(w, k, v)
+    return w
+
+
+def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite], leaving: set[str]) -> None:
+    """Exact duplicates keep the smallest id of their group (order-independent); near duplicates
+    keep whichever copy was indexed first and are checked against the whole index via LSH."""
+    cfg = ctx.settings.dedupe
+    excluded = set(leaving) | set(candidates)  # their ledger rows no longer describe them
+    ids = sorted(candidates)
+
+    ledger_exact: dict[str, list[str]] = {}
+    if cfg.exact:
+        found = ctx.ledger.active_by_text_hash(candidates[d].text_hash for d in ids)
+        ledger_exact = {h: sorted(x for x in v if x not in excluded) for h, v in found.items()}
+
+    sigs: dict[str, Signature] = {}
+    bucket_keys: dict[str, list[str]] = {}
+    ledger_buckets: dict[str, set[str]] = {}
+    ledger_sigs: dict[str, Signature] = {}
+    if ctx.near is not None:
+        for d in ids:
+            sigs[d] = ctx.near.signature(candidates[d].text or "")
+            bucket_keys[d] = ctx.near.buckets(sigs[d])
+        ledger_buckets = ctx.ledger.lsh_candidates(k for d in ids for k in bucket_keys[d])
+        cand_ids = {x for s in ledger_buckets.values() for x in s} - excluded
+        for did, row in ctx.ledger.get_documents(cand_ids).items():
+            if row.status == "active" and row.minhash:
+                ledger_sigs[did] = Signature.from_bytes(row.minhash)
+
+    batch_exact: dict[str, str] = {}
+    batch_near = BatchBuckets()
+    demoted: dict[str, str] = {}  # ledger doc -> new kept copy
+
+    for d in ids:
+        w = candidates[d]
+        if cfg.exact:
+            th = w.text_hash or ""
+            holders = [x for x in ledger_exact.get(th, []) if x not in demoted]
+            if th in batch_exact:
+                holders.append(batch_exact[th])
+            if holders:
+                keeper = min(holders)
+                if d < keeper:  # the new doc takes over; the old kept copy becomes its duplicate
+                    for h in holders:
+                        if h in candidates:
+                            _mark_dup(plan, candidates[h], d, "exact", 1.0)
+                            candidates[h].status = "duplicate"
+                        else:
+                            demoted[h] = d
+                else:
+                    _mark_dup(plan, w, keeper, "exact", 1.0)
+                    plan.counts.exact_duplicates += 1
+                    continue
+            batch_exact[th] = d
+        if ctx.near is not None:
+            sig = sigs[d]
+            pool = {x for k in bucket_keys[d] for x in ledger_buckets.get(k, ())} & set(ledger_sigs)
+            pool -= set(demoted)
+            best: tuple[float, str] | None = None
+            for x in pool:
+                s = sig.jaccard(ledger_sigs[x])
+                if s >= cfg.near_threshold and (best is None or (s, _neg(x)) > (best[0], _neg(best[1]))):
+                    best = (s, x)
+            for x in batch_near.candidates(bucket_keys[d]):
+                if candidates[x].status != "active":
+                    continue
+                s = sig.jaccard(batch_near.signatures[x])
+                if s >= cfg.near_threshold and (best is None or (s, _neg(x)) > (best[0], _neg(best[1]))):
+                    best = (s, x)
+            if best is not None:
+                _mark_dup(plan, w, best[1], "near", best[0])
+                plan.counts.near_duplicates += 1
+                continue
+            w.minhash = sig.to_bytes()
+            w.buckets = bucket_keys[d]
+            batch_near.add(d, sig, bucket_keys[d])
+        w.status = "active"
+        w.duplicate_of = None
+        w.dup_kind = None
+        plan.docs[d] = w
+
+    for d, w in candidates.items():  # docs first kept, then displaced by a smaller id in this batch
+        if w.status == "duplicate" and plan.docs.get(d) is not w:
+            plan.docs[d] = w
+            plan.counts.exact_duplicates += 1
+
+    if demoted:
+        rows = ctx.ledger.get_documents(demoted)
+        for old_id, new_id in demoted.items():
+            plan.docs[old_id] = _rewrite(rows[old_id], status="duplicate", duplicate_of=new_id, dup_kind="exact", minhash=None)
+            plan.old_active.add(old_id)
+            plan.counts.exact_duplicates += 1
+        for dup in ctx.ledger.duplicates_of(demoted):
+            if dup.doc_id not in plan.docs:
+                plan.docs[dup.doc_id] = _rewrite(dup, duplicate_of=demoted[dup.duplicate_of])
+
+
+def _neg(s: str) -> tuple[int, ...]:
+    """Order helper so that ties in similarity prefer the smallest id."""
+    return tuple(-ord(c) for c in s)
+
+
+def _mark_dup(plan: BatchPlan, w: DocWrite, of: str, kind: str, sim: float) -> None:
+    w.status = "duplicate"
+    w.duplicate_of = of
+    w.dup_kind = kind
+    w.similarity = sim
+    w.minhash = None
+    w.buckets = []
+    plan.docs[w.doc_id] = w
+
+
+# ------------------------------------------------------------------------------------------
+# Stage 2: chunk and diff against the chunks already indexed
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChunkPlan:
+    to_embed: list[Chunk] = field(default_factory=list)
+    payload_only: list[Chunk] = field(default_factory=list)
+    delete_points: list[str] = field(default_factory=list)
+    commit: BatchCommit | None = None
+    chunk_duplicates: int = 0
+
+
+def embed_hash(c: Chunk) -> str:
+    return sha256_hex(c.embed_text)
+
+
+def chunk_batch(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPlan:
+    """Chunk the documents to (re)index and diff them with their indexed chunks by chunk id."""
+    out = ChunkPlan()
+    commit = BatchCommit(collection=ctx.collection, feed=plan.feed, run_id=run_id)
+    commit.docs = list(plan.docs.values())
+    commit.touched_updated_at = plan.touched_updated_at
+    affected = set(plan.old_active) | set(plan.reindex)
+    old = ctx.ledger.chunks_for_docs(ctx.collection, affected)
+    acc = 0
+    n = 0
+    for did in sorted(affected):
+        old_rows = {r.chunk_id: r for r in old.get(did, [])}
+        new_chunks: dict[str, Chunk] = {}
+        if did in plan.reindex:
+            w = plan.docs[did]
+            res = ctx.chunker.chunk(did, w.title, w.text or "", w.metadata)
+            out.chunk_duplicates += res.duplicates_dropped
+            new_chunks = {c.chunk_id: c for c in res.chunks}
+        for cid, c in new_chunks.items():
+            eh = embed_hash(c)
+            prev = old_rows.get(cid)
+            if prev is not None and prev.embed_hash == eh:
+                if prev.chunk_hash != c.chunk_hash:
+                    out.payload_only.append(c)
+                    commit.chunk_hash_updates.append((cid, c.chunk_hash))
+                    acc += multiset_term(cid, c.chunk_hash) - multiset_term(cid, prev.chunk_hash)
+                continue
+            out.to_embed.append(c)
+            if prev is not None:
+                commit.chunk_deletes.append(cid)
+                acc -= multiset_term(cid, prev.chunk_hash)
+                n -= 1
+            commit.chunk_inserts.append(ChunkRow(cid, did, c.position, c.chunk_hash, eh, point_id(cid), len(c.text)))
+            acc += multiset_term(cid, c.chunk_hash)
+            n += 1
+        for cid, r in old_rows.items():
+            if cid not in new_chunks:
+                out.delete_points.append(r.point_id)
+                commit.chunk_deletes.append(cid)
+                acc -= multiset_term(cid, r.chunk_hash)
+                n -= 1
+    commit.acc_delta = acc
+    commit.chunk_count_delta = n
+    out.commit = commit
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Stage 3: embed (only new or changed chunks; identical texts once)
+# ------------------------------------------------------------------------------------------
+
+
+def embed_chunks(ctx: IndexContext, chunks: Sequence[Chunk], progress: ProgressFn | None = None) -> dict[str, list[float]]:
+    """Dense vectors keyed by chunk id; each distinct embed text is encoded once."""
+    if not chunks:
+        return {}
+    uniq: dict[str, int] = {}
+    texts: list[str] = []
+    for c in chunks:
+        if c.embed_text not in uniq:
+            uniq[c.embed_text] = len(texts)
+            texts.append(c.embed_text)
+    vecs = ctx.embedder.embed(texts, progress=progress)
+    return {c.chunk_id: vecs[uniq[c.embed_text]].tolist() for c in chunks}
+
+
+# ------------------------------------------------------------------------------------------
+# Stage 4: write the store, then stage 5: commit the ledger
+# ------------------------------------------------------------------------------------------
+
+
+def payload_for(c: Chunk) -> dict[str, Any]:
+    return {
+        "doc_id": c.doc_id,
+        "chunk_id": c.chunk_id,
+        "position": c.position,
+        "title": c.title,
+        "text": c.text,
+        "metadata": c.metadata,
+        "chunk_hash": c.chunk_hash,
+    }
+
+
+def write_store(ctx: IndexContext, cp: ChunkPlan, vectors: dict[str, list[float]]) -> dict[str, int]:
+    """Upsert new points, refresh payloads, delete removed points (idempotent by point id)."""
+    store = ctx.store
+    size = ctx.settings.ingest.upsert_batch
+    pts = [StorePoint(point_id(c.chunk_id), vectors[c.chunk_id], ctx.bm25.document(c.embed_text), payload_for(c)) for c in cp.to_embed]
+    for i in range(0, len(pts), size):
+        store.upsert(pts[i : i + size])
+    for c in cp.payload_only:
+        store.overwrite_payload(point_id(c.chunk_id), payload_for(c))
+    for i in range(0, len(cp.delete_points), 1000):
+        store.delete(cp.delete_points[i : i + 1000])
+    store.flush()
+    return {"upserted_points": len(pts), "payload_updates": len(cp.payload_only), "deleted_points": len(cp.delete_points)}
+
+
+def commit_batch(ctx: IndexContext, cp: ChunkPlan, quarantined: Sequence[Quarantined] = (), applied_file: tuple[str, str, int] | None = None) -> None:
+    assert cp.commit is not None
+    cp.commit.quarantined = list(quarantined)
+    cp.commit.applied_file = applied_file
+    ctx.ledger.commit_batch(cp.commit)
+
+
+def apply_batch(
+    ctx: IndexContext,
+    records: Sequence[FeedRecord],
+    feed: str,
+    run_id: str,
+    *,
+    snapshot_deletes: Sequence[str] = (),
+    quarantined: Sequence[Quarantined] = (),
+    applied_file: tuple[str, str, int] | None = None,
+    progress: ProgressFn | None = None,
+    timings: dict[str, float] | None = None,
+) -> BatchCounts:
+    """All five stages for one batch, in the crash-safe order. Used outside Prefect (tests, bench)."""
+    t = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    plan = plan_batch(ctx, records, feed, snapshot_deletes)
+    t1 = time.perf_counter()
+    cp = chunk_batch(ctx, plan, run_id)
+    t2 = time.perf_counter()
+    vecs = embed_chunks(ctx, cp.to_embed, progress)
+    t3 = time.perf_counter()
+    write_store(ctx, cp, vecs)
+    t4 = time.perf_counter()
+    commit_batch(ctx, cp, quarantined, applied_file)
+    t5 = time.perf_counter()
+    for k, v in (("plan", t1 - t0), ("chunk", t2 - t1), ("embed", t3 - t2), ("store", t4 - t3), ("ledger", t5 - t4)):
+        t[k] = t.get(k, 0.0) + v
+    return batch_counts(plan, cp, quarantined)
+
+
+def batch_counts(plan: BatchPlan, cp: ChunkPlan, quarantined: Sequence[Quarantined] = ()) -> BatchCounts:
+    c = plan.counts.model_copy()
+    c.chunks_embedded = len(cp.to_embed)
+    c.chunks_deleted = len(cp.delete_points)
+    c.chunk_duplicates = cp.chunk_duplicates
+    c.quarantined = len(quarantined)
+    return c
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+ProgressCallback = Callable[[int, int], None]

@@ -1,0 +1,1 @@
+"""Human-readable summaries (markdown artifacts, reports)."""

@@ -1,0 +1,134 @@
+"""Typed configuration: one nested model per concern, loaded from YAML and validated at the edge."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChunkingSettings(_Strict):
+    strategy: Literal["token_window", "recursive"] = Field(
+        "recursive", description="token_window: fixed windows; recursive: paragraph/sentence aware"
+    )
+    max_tokens: int = Field(256, gt=8, description="chunk size in the embedding model's tokens")
+    overlap_tokens: int = Field(32, ge=0, description="tokens shared by consecutive windows")
+    include_title: bool = Field(True, description="prefix the document title to every chunk")
+
+    @field_validator("overlap_tokens")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info: Any) -> int:
+        size = info.data.get("max_tokens", 256)
+        if v >= size:
+            raise ValueError(f"overlap_tokens ({v}) must be smaller than max_tokens ({size})")
+        return v
+
+
+class EmbeddingSettings(_Strict):
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="'hashing' for the deterministic test embedder, else a sentence-transformers name or path",
+    )
+    batch_size: int = Field(64, gt=0)
+    dim: int = Field(384, gt=0, description="vector size of the hashing embedder (real models report their own)")
+    device: str = "cpu"
+    normalize: bool = True
+
+
+class Bm25Settings(_Strict):
+    k1: float = Field(1.2, ge=0)
+    b: float = Field(0.75, ge=0, le=1)
+    avg_len: float = Field(256.0, gt=0, description="expected average chunk length in tokens")
+    language: str = "english"
+
+
+class DedupeSettings(_Strict):
+    exact: bool = True
+    near: bool = True
+    near_threshold: float = Field(0.85, gt=0, le=1, description="estimated Jaccard of word shingles")
+    num_perm: int = Field(128, ge=16, le=1024)
+    shingle_words: int = Field(3, ge=1)
+
+
+class ValidationSettings(_Strict):
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="above this share a whole batch is rejected")
+    max_text_chars: int = Field(2_000_000, gt=0)
+    suite: Path = Field(CONFIG_DIR / "expectations" / "feed_record.json")
+
+
+class StoreSettings(_Strict):
+    backend: Literal["edge", "qdrant"] = "edge"
+    url: str | None = Field(None, description="Qdrant server URL, or ':memory:' / a path for qdrant-client local mode")
+    api_key_env: str | None = Field(None, description="environment variable holding the Qdrant API key")
+    collection_prefix: str = "indexops"
+
+
+class LedgerSettings(_Strict):
+    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workspace>/ledger.db")
+
+
+class IngestSettings(_Strict):
+    batch_docs: int = Field(500, gt=0, description="documents per unit of work for snapshot and BEIR sources")
+    upsert_batch: int = Field(256, gt=0, description="points per store write")
+
+
+class Settings(_Strict):
+    chunking: ChunkingSettings = ChunkingSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    bm25: Bm25Settings = Bm25Settings()
+    dedupe: DedupeSettings = DedupeSettings()
+    validation: ValidationSettings = ValidationSettings()
+    store: StoreSettings = StoreSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    ingest: IngestSettings = IngestSettings()
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> Settings:
+    """Load the default YAML, overlay a user file and explicit overrides, validate.
+
+    Args:
+        path: optional YAML overlay (only the keys it sets change).
+        overrides: nested dict applied last (CLI flags).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        FileNotFoundError: the overlay file does not exist.
+        pydantic.ValidationError: a value is out of range or a key is unknown.
+    """
+    data: dict = {}
+    if DEFAULT_CONFIG.exists():
+        data = yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file not found: {p}")
+        data = _deep_merge(data, yaml.safe_load(p.read_text()) or {})
+    env_model = os.environ.get("INDEXOPS_EMBEDDING_MODEL")
+    if env_model:
+        data = _deep_merge(data, {"embedding": {"model": env_model}})
+    if overrides:
+        data = _deep_merge(data, overrides)
+    settings = Settings.model_validate(data)
+    if not settings.validation.suite.is_absolute():
+        settings.validation.suite = (CONFIG_DIR / settings.validation.suite).resolve()
+    return settings

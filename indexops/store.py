@@ -1,0 +1,249 @@
+"""Vector stores behind one small Protocol: Qdrant Edge in-process (default) and a Qdrant
+server or cluster through qdrant-client. One collection per recipe, with a named dense vector
+and a BM25 sparse vector whose IDF the engine maintains.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+DENSE = "dense"
+SPARSE = "bm25"
+
+
+@dataclass
+class StorePoint:
+    point_id: str
+    dense: Sequence[float]
+    sparse: tuple[list[int], list[float]]
+    payload: dict[str, Any]
+
+
+@dataclass
+class Hit:
+    point_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(Protocol):
+    collection: str
+
+    def upsert(self, points: Sequence[StorePoint]) -> None: ...
+    def overwrite_payload(self, point_id: str, payload: dict[str, Any]) -> None: ...
+    def delete(self, point_ids: Sequence[str]) -> None: ...
+    def count(self) -> int: ...
+    def iter_points(self, fields: Sequence[str], batch: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]: ...
+    def retrieve(self, point_ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]: ...
+    def search_dense(self, vector: Sequence[float], limit: int) -> list[Hit]: ...
+    def search_sparse(self, sparse: tuple[list[int], list[float]], limit: int) -> list[Hit]: ...
+    def search_hybrid(self, vector: Sequence[float], sparse: tuple[list[int], list[float]], limit: int,
+                      prefetch: int = 100, rrf_k: int = 60, weights: Sequence[float] | None = None) -> list[Hit]: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class EdgeStore:
+    """Qdrant Edge shard in the workspace: WAL, HNSW, sparse IDF, in-process."""
+
+    def __init__(self, path: str | Path, collection: str, dim: int) -> None:
+        import qdrant_edge as qe
+
+        self._qe = qe
+        self.collection = collection
+        self.path = Path(path)
+        cfg = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+        if (self.path / "edge_config.json").exists():
+            self._shard = qe.EdgeShard.load(str(self.path))
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._shard = qe.EdgeShard.create(str(self.path), cfg)
+            self._shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+
+    def _vec(self, p: StorePoint) -> dict[str, Any]:
+        return {DENSE: [float(x) for x in p.dense], SPARSE: self._qe.SparseVector(p.sparse[0], p.sparse[1])}
+
+    def upsert(self, points: Sequence[StorePoint]) -> None:
+        if points:
+            qe = self._qe
+            self._shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.point_id, self._vec(p), p.payload) for p in points]))
+
+    def overwrite_payload(self, point_id: str, payload: dict[str, Any]) -> None:
+        self._shard.update(self._qe.UpdateOperation.overwrite_payload([point_id], payload))
+
+    def delete(self, point_ids: Sequence[str]) -> None:
+        if point_ids:
+            self._shard.update(self._qe.UpdateOperation.delete_points(list(point_ids)))
+
+    def count(self) -> int:
+        return int(self._shard.count(self._qe.CountRequest(exact=True)))
+
+    def iter_points(self, fields: Sequence[str], batch: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        offset = None
+        while True:
+            recs, offset = self._shard.scroll(self._qe.ScrollRequest(offset=offset, limit=batch, with_payload=list(fields)))
+            for r in recs:
+                yield str(r.id), dict(r.payload or {})
+            if offset is None:
+                return
+
+    def retrieve(self, point_ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]:
+        recs = self._shard.retrieve(list(point_ids), with_payload=True, with_vector=with_vectors)
+        out = []
+        for r in recs:
+            d: dict[str, Any] = {"point_id": str(r.id), "payload": dict(r.payload or {})}
+            if with_vectors and r.vector is not None:
+                d["dense"] = list(r.vector.get(DENSE, []))
+            out.append(d)
+        return out
+
+    def _hits(self, pts: list[Any]) -> list[Hit]:
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in pts]
+
+    def search_dense(self, vector: Sequence[float], limit: int) -> list[Hit]:
+        qe = self._qe
+        return self._hits(self._shard.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest([float(x) for x in vector], using=DENSE), with_payload=True)))
+
+    def search_sparse(self, sparse: tuple[list[int], list[float]], limit: int) -> list[Hit]:
+        qe = self._qe
+        if not sparse[0]:
+            return []
+        return self._hits(self._shard.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(qe.SparseVector(*sparse), using=SPARSE), with_payload=True)))
+
+    def search_hybrid(self, vector, sparse, limit, prefetch=100, rrf_k=60, weights=None) -> list[Hit]:
+        qe = self._qe
+        pf = [qe.Prefetch(limit=prefetch, query=qe.Query.Nearest([float(x) for x in vector], using=DENSE))]
+        if sparse[0]:
+            pf.append(qe.Prefetch(limit=prefetch, query=qe.Query.Nearest(qe.SparseVector(*sparse), using=SPARSE)))
+        fusion = qe.Fusion.Rrf(k=rrf_k, weights=list(weights) if weights and len(pf) == 2 else None)
+        return self._hits(self._shard.query(qe.QueryRequest(limit=limit, prefetches=pf, query=fusion, with_payload=True)))
+
+    def flush(self) -> None:
+        self._shard.flush()
+
+    def close(self) -> None:
+        try:
+            self._shard.flush()
+        finally:
+            self._shard.close()
+
+
+class QdrantClientStore:
+    """A Qdrant server or cluster by URL (or qdrant-client local mode for tiny tests)."""
+
+    def __init__(self, url: str, collection: str, dim: int, api_key: str | None = None) -> None:
+        from qdrant_client import QdrantClient, models
+
+        self._m = models
+        self.collection = collection
+        if url == ":memory:":
+            self.client = QdrantClient(location=":memory:")
+        elif url.startswith(("http://", "https://")):
+            self.client = QdrantClient(url=url, api_key=api_key)
+        else:
+            self.client = QdrantClient(path=url)
+        self._server = url.startswith(("http://", "https://"))
+        if not self.client.collection_exists(collection):
+            self.client.create_collection(
+                collection,
+                vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            )
+            if self._server:  # payload indexes exist on servers only
+                self.client.create_payload_index(collection, "doc_id", models.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, points: Sequence[StorePoint]) -> None:
+        m = self._m
+        if points:
+            self.client.upsert(
+                self.collection,
+                [
+                    m.PointStruct(
+                        id=p.point_id,
+                        vector={DENSE: [float(x) for x in p.dense], SPARSE: m.SparseVector(indices=p.sparse[0], values=p.sparse[1])},
+                        payload=p.payload,
+                    )
+                    for p in points
+                ],
+                wait=True,
+            )
+
+    def overwrite_payload(self, point_id: str, payload: dict[str, Any]) -> None:
+        self.client.overwrite_payload(self.collection, payload=payload, points=[point_id], wait=True)
+
+    def delete(self, point_ids: Sequence[str]) -> None:
+        if point_ids:
+            self.client.delete(self.collection, points_selector=self._m.PointIdsList(points=list(point_ids)), wait=True)
+
+    def count(self) -> int:
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def iter_points(self, fields: Sequence[str], batch: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+        offset = None
+        while True:
+            recs, offset = self.client.scroll(self.collection, limit=batch, offset=offset, with_payload=list(fields), with_vectors=False)
+            for r in recs:
+                yield str(r.id), dict(r.payload or {})
+            if offset is None:
+                return
+
+    def retrieve(self, point_ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]:
+        recs = self.client.retrieve(self.collection, ids=list(point_ids), with_payload=True, with_vectors=with_vectors)
+        out = []
+        for r in recs:
+            d: dict[str, Any] = {"point_id": str(r.id), "payload": dict(r.payload or {})}
+            if with_vectors and r.vector:
+                d["dense"] = list(r.vector.get(DENSE, []))
+            out.append(d)
+        return out
+
+    def _hits(self, res: Any) -> list[Hit]:
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in res.points]
+
+    def search_dense(self, vector, limit) -> list[Hit]:
+        return self._hits(self.client.query_points(self.collection, query=[float(x) for x in vector], using=DENSE, limit=limit, with_payload=True))
+
+    def search_sparse(self, sparse, limit) -> list[Hit]:
+        if not sparse[0]:
+            return []
+        m = self._m
+        return self._hits(self.client.query_points(self.collection, query=m.SparseVector(indices=sparse[0], values=sparse[1]), using=SPARSE, limit=limit, with_payload=True))
+
+    def search_hybrid(self, vector, sparse, limit, prefetch=100, rrf_k=60, weights=None) -> list[Hit]:
+        m = self._m
+        pf = [m.Prefetch(query=[float(x) for x in vector], using=DENSE, limit=prefetch)]
+        if sparse[0]:
+            pf.append(m.Prefetch(query=m.SparseVector(indices=sparse[0], values=sparse[1]), using=SPARSE, limit=prefetch))
+        return self._hits(self.client.query_points(self.collection, prefetch=pf, query=m.FusionQuery(fusion=m.Fusion.RRF), limit=limit, with_payload=True))
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_store(backend: str, workspace: str | Path, collection: str, dim: int, url: str | None = None, api_key_env: str | None = None) -> VectorStore:
+    """Open (creating if needed) the collection for a recipe on the configured back end."""
+    if backend == "edge":
+        return EdgeStore(Path(workspace) / "collections" / collection, collection, dim)
+    if not url:
+        raise ValueError("store.backend 'qdrant' needs store.url (a server URL, ':memory:' or a path)")
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    return QdrantClientStore(url, collection, dim, api_key=api_key)
+
+
+def is_uuid(s: str) -> bool:
+    try:
+        uuid.UUID(s)
+        return True
+    except ValueError:
+        return False

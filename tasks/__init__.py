@@ -1,0 +1,1 @@
+"""Thin Prefect @task wrappers around indexops, one module per stage."""

@@ -1,0 +1,139 @@
+"""Ingest stages as tasks: each unpacks its inputs, calls one core function, logs counts."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+
+from indexops import pipeline
+from indexops.ingest import SourcePlan, WorkUnit, plan_source, validate_unit
+from indexops.models import BatchCounts, FeedRecord, Quarantined
+from indexops.pipeline import BatchPlan, ChunkPlan, IndexContext
+from indexops.report.ingest_summary import ingest_markdown
+from indexops.snapshot import publish_snapshot
+from indexops.validate import ValidationResult
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only I/O that may pass: locked SQLite, dropped connections, store timeouts."""
+    try:
+        state.result()
+    except (sqlite3.OperationalError, ConnectionError, TimeoutError, OSError):
+        return True
+    except Exception as e:  # noqa: BLE001
+        name = type(e).__name__
+        return name in {"OperationalError", "ResponseHandlingException", "UnexpectedResponse", "ConnectTimeout", "ReadTimeout"}
+    return False
+
+
+IO_RETRY = dict(retries=3, retry_delay_seconds=[1, 5, 15], retry_condition_fn=_transient)
+
+
+@task(name="scan_source", cache_policy=NO_CACHE, timeout_seconds=600)
+def scan_source(ctx: IndexContext, path: str, kind: str, feed: str | None) -> SourcePlan:
+    """List what the run will apply: pending batch files or snapshot slices."""
+    sp = plan_source(ctx, path, kind, feed)  # type: ignore[arg-type]
+    log = get_run_logger()
+    log.info("feed %s (%s): %d pending file(s)", sp.feed, kind, sp.pending_files)
+    for name in sp.changed_after_apply:
+        log.warning("batch file %s of feed %s changed after it was applied; it is NOT re-applied", name, sp.feed)
+    return sp
+
+
+@task(name="validate_batch", cache_policy=NO_CACHE, timeout_seconds=900)
+def validate_batch(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str) -> ValidationResult:
+    """Great Expectations suite + record model; too many bad rows fails the task."""
+    res = validate_unit(ctx, unit, feed, run_id)
+    get_run_logger().info("%s: %d good, %d quarantined", unit.label, len(res.good), len(res.bad))
+    return res
+
+
+@task(name="plan_changes", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
+def plan_changes(ctx: IndexContext, records: list[FeedRecord], feed: str, snapshot_deletes: list[str]) -> BatchPlan:
+    """Diff the batch with the ledger: unchanged, stale, deleted, duplicates, to index."""
+    plan = pipeline.plan_batch(ctx, records, feed, snapshot_deletes)
+    c = plan.counts
+    get_run_logger().info(
+        "to index %d, deleted %d, unchanged %d, stale %d, exact dup %d, near dup %d",
+        len(plan.reindex), c.deleted, c.unchanged, c.stale, c.exact_duplicates, c.near_duplicates,
+    )
+    return plan
+
+
+@task(name="chunk_documents", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
+def chunk_documents(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPlan:
+    """Chunk changed documents and keep only chunks whose embed text is new."""
+    cp = pipeline.chunk_batch(ctx, plan, run_id)
+    get_run_logger().info("chunks to embed %d, payload-only %d, to delete %d", len(cp.to_embed), len(cp.payload_only), len(cp.delete_points))
+    return cp
+
+
+@task(name="embed_chunks", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
+def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> dict[str, list[float]]:
+    """Encode new chunks with a progress artifact (and a bar on a terminal)."""
+    if not cp.to_embed:
+        return {}
+    n = len(cp.to_embed)
+    art = create_progress_artifact(progress=0.0, description=f"embedding {n} chunks of {label} with {ctx.embedder.model_id}")
+    bar = None
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        tid = bar.add_task(f"embedding {label}", total=n)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        pct = 100.0 * done / max(total, 1)
+        if pct - last[0] >= 5 or done == total:
+            update_progress_artifact(artifact_id=art, progress=pct)
+            last[0] = pct
+        if bar is not None:
+            bar.update(tid, completed=done)
+
+    try:
+        vecs = pipeline.embed_chunks(ctx, cp.to_embed, progress)
+    finally:
+        if bar is not None:
+            bar.stop()
+    get_run_logger().info("embedded %d chunks", n)
+    return vecs
+
+
+@task(name="write_index", cache_policy=NO_CACHE, timeout_seconds=1800, **IO_RETRY)
+def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: dict[str, list[float]]) -> dict[str, int]:
+    """Upsert and delete points in Qdrant (idempotent, before the ledger commit)."""
+    out = pipeline.write_store(ctx, cp, vectors)
+    get_run_logger().info("store: %s", out)
+    return out
+
+
+@task(name="commit_ledger", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
+def commit_ledger(ctx: IndexContext, cp: ChunkPlan, quarantined: list[Quarantined], applied_file: tuple[str, str, int] | None) -> None:
+    """The batch's commit point: documents, chunks, cursor and quarantine in one transaction."""
+    pipeline.commit_batch(ctx, cp, quarantined, applied_file)
+
+
+@task(name="publish_snapshot", cache_policy=NO_CACHE, timeout_seconds=600, **IO_RETRY)
+def publish_snapshot_task(ctx: IndexContext, run_id: str) -> dict[str, Any]:
+    """Compute the content-addressed snapshot id and store its manifest."""
+    m = publish_snapshot(ctx, run_id)
+    get_run_logger().info("snapshot %s (%d documents, %d chunks)", m["snapshot_id"][:12], m["documents"], m["chunks"])
+    return m
+
+
+@task(name="publish_run_report", cache_policy=NO_CACHE, timeout_seconds=120)
+def publish_run_report(summary: dict[str, Any]) -> None:
+    """Markdown artifact with the run's counts, snapshot id and time per stage."""
+    key = "ingest-" + "".join(ch if ch.isalnum() else "-" for ch in summary["feed"].lower()).strip("-")[:50]
+    create_markdown_artifact(markdown=ingest_markdown(summary), key=key or "ingest", description=f"ingest of {summary['feed']}")
+
+
+def add_counts(total: BatchCounts, plan: BatchPlan, cp: ChunkPlan, res: ValidationResult) -> BatchCounts:
+    return total.add(pipeline.batch_counts(plan, cp, res.bad))

@@ -1,0 +1,163 @@
+"""Shared fixtures: markers by folder, hashing-embedder settings, a real PostgreSQL server and a
+real Prefect server for the session (both started here and always stopped)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_PREFECT_HOME = tempfile.mkdtemp(prefix="indexops-prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+
+REPO = Path(__file__).resolve().parent.parent
+SCIFACT = (REPO.parent / "shared" / "data" / "scifact").resolve()
+_MARKER_BY_DIR = {"unit": "unit", "flows": "flows", "integration": "integration", "e2e": "e2e"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
+        if parts and parts[0] in _MARKER_BY_DIR:
+            item.add_marker(getattr(pytest.mark, _MARKER_BY_DIR[parts[0]]))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def hashing_settings():
+    from indexops.settings import load_settings
+
+    return load_settings(REPO / "configs" / "hashing.yaml")
+
+
+@pytest.fixture
+def make_ctx(tmp_path, hashing_settings):
+    """Open an index in a fresh workspace with the hashing embedder; closed after the test."""
+    from indexops.pipeline import open_index
+
+    opened = []
+
+    def _make(settings=None, workspace=None):
+        ctx = open_index(workspace or tmp_path / f"ws{len(opened)}", settings or hashing_settings)
+        opened.append(ctx)
+        return ctx
+
+    yield _make
+    for c in opened:
+        c.close()
+
+
+def _pg_bin() -> Path | None:
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / "initdb").exists():
+            return d
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server in a temp dir on a free loopback port (Debian's postgresql)."""
+    if os.environ.get("INDEXOPS_TEST_PG_URL"):
+        yield os.environ["INDEXOPS_TEST_PG_URL"]
+        return
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql); .ci/run installs them")
+    data = Path(tempfile.mkdtemp(prefix="indexops-pg-"))
+    port = free_port()
+    as_pg: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(as_pg + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    log = data / "server.log"
+    subprocess.run(
+        as_pg + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                 "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+        check=True, capture_output=True,
+    )
+    try:
+        subprocess.run(as_pg + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "indexops_test"], check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/indexops_test"
+    finally:
+        subprocess.run(as_pg + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """`prefect server start` on a free loopback port for the whole session; yields the API URL."""
+    port = free_port()
+    env = dict(os.environ, PREFECT_HOME=_PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_UI_ENABLED="false" if os.environ.get("INDEXOPS_TEST_NO_UI") else "true")
+    env.pop("PREFECT_API_URL", None)
+    log = open(Path(_PREFECT_HOME) / "server.log", "wb")
+    proc = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {(Path(_PREFECT_HOME) / 'server.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("prefect server did not become healthy in 120 s")
+    try:
+        yield url
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture
+def prefect_api(prefect_server, monkeypatch):
+    """Point this test's Prefect client at the session server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        yield prefect_server
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def scifact_dir():
+    if not (SCIFACT / "corpus.jsonl").exists():
+        pytest.skip(f"SciFact data not found at {SCIFACT} (it lives in ../shared beside the repo, which a fresh clone lacks)")
+    return SCIFACT
