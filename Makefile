@@ -43,7 +43,7 @@ test-e2e: install
 # Starts a local Prefect server (UI included) unless one answers, then runs every flow built so
 # far on the bundled sample data with the real embedding model.
 demo: install
-	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/python -m indexops.demo --dir $(DEMO_DIR) --port $(PREFECT_PORT)
+	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/python -m flows.demo --dir $(DEMO_DIR) --port $(PREFECT_PORT)
 
 server: install
 	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)

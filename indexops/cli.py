@@ -4,7 +4,7 @@ lazily, so `indexops --help` and ledger queries stay fast and Prefect-free)."""
 from __future__ import annotations
 
 import json
-import os
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -41,6 +41,32 @@ def _ledger(workspace: Path, config: Optional[Path]):
     return Ledger.for_workspace(workspace, s.ledger.url)
 
 
+class _NoTraceback(logging.Formatter):
+    """Wraps a console formatter so that log records print without their traceback."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _quiet_console_tracebacks() -> None:
+    """Prefect logs a failing run's traceback to the console; the CLI prints one paragraph
+    instead. The traceback still reaches the Prefect API and UI (only console output changes)."""
+    loggers = [logging.getLogger()] + [l for l in logging.root.manager.loggerDict.values() if isinstance(l, logging.Logger)]
+    for lg in loggers:
+        for h in lg.handlers:
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout) and not isinstance(h.formatter, _NoTraceback):
+                h.setFormatter(_NoTraceback(h.formatter))
+
+
 def _print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
@@ -63,8 +89,9 @@ def ingest(
         _fail(f"feed path {feed} does not exist", 2)
     if config is not None and not config.exists():
         _fail(f"config file {config} does not exist", 2)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from flows.ingest import ingest as ingest_flow
+
+    _quiet_console_tracebacks()
 
     try:
         summary = ingest_flow(

@@ -22,12 +22,18 @@ _MAX_HASH = np.uint64((1 << 32) - 1)
 
 
 @lru_cache(maxsize=16)
-def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) minimising false positives + negatives at `threshold` (datasketch's optimiser)."""
-    from datasketch.lsh import _optimal_param
-
-    b, r = _optimal_param(threshold, num_perm, 0.5, 0.5)
-    return int(b), int(r)
+def lsh_params(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
+    """(bands, rows): the most selective banding that still finds a pair at `threshold` with
+    probability >= `recall`. Candidates are verified by their estimated Jaccard afterwards, so a
+    false positive costs a comparison while a false negative is a missed duplicate."""
+    best = (num_perm, 1)
+    for r in range(1, num_perm + 1):
+        b = num_perm // r
+        if b < 1:
+            break
+        if 1.0 - (1.0 - threshold**r) ** b >= recall:
+            best = (b, r)
+    return best
 
 
 @dataclass

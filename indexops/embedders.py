@@ -88,6 +88,7 @@ class HashingEmbedder:
         return out
 
 
+_MODELS: dict[tuple[str, str], object] = {}
 _BUNDLED_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
@@ -110,6 +111,10 @@ class HFTokenizer:
     """The model's fast tokenizer from its `tokenizer.json`; no torch needed to chunk."""
 
     def __init__(self, tok, max_tokens: int) -> None:
+        # tokenizer.json files often carry truncation (all-MiniLM-L6-v2's stops at 128 tokens):
+        # counting must see the whole text or chunks would silently lose their tail.
+        tok.no_truncation()
+        tok.no_padding()
         self._tok = tok
         self.max_tokens = max_tokens
 
@@ -152,9 +157,15 @@ class SentenceTransformerEmbedder:
 
     def _load(self):
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            key = (self.path, self.device)
+            if key not in _MODELS:  # one model load per process, however many runs it serves
+                os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
-            self._model = SentenceTransformer(self.path, device=self.device)
+                hf_logging.disable_progress_bar()
+                _MODELS[key] = SentenceTransformer(self.path, device=self.device)
+            self._model = _MODELS[key]
         return self._model
 
     def fingerprint(self) -> str:
@@ -223,5 +234,4 @@ def make_embedder(model: str, *, dim: int = 384, batch_size: int = 64, device: s
     """Build the embedder a config names: 'hashing' or any sentence-transformers model."""
     if model == "hashing":
         return HashingEmbedder(dim=dim)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if resolve_model_path(model) != model else None
     return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize)

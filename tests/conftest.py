@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -108,7 +109,8 @@ def prefect_server():
                PREFECT_UI_ENABLED="false" if os.environ.get("INDEXOPS_TEST_NO_UI") else "true")
     env.pop("PREFECT_API_URL", None)
     log = open(Path(_PREFECT_HOME) / "server.log", "wb")
-    proc = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    prefect_bin = str(Path(sys.executable).parent / "prefect")
+    proc = subprocess.Popen([prefect_bin, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
     import httpx
 

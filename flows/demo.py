@@ -1,0 +1,110 @@
+"""`make demo`: start (or reuse) a local Prefect server and run every flow built so far on the
+bundled sample data, one delta at a time, then say where to look."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "indexops" / "sample_data"
+
+
+def _healthy(api: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{api}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ensure_server(port: int, state_dir: Path) -> str:
+    """Reuse a server that answers on the port, else start one detached (it keeps the UI up)."""
+    api = os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{port}/api"
+    if _healthy(api):
+        print(f"using the Prefect server at {api}")
+        return api
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = open(state_dir / "prefect-server.log", "ab")
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    (state_dir / "prefect-server.pid").write_text(str(proc.pid))
+    print(f"starting a Prefect server on 127.0.0.1:{port} (pid {proc.pid}, log {state_dir / 'prefect-server.log'}) ...")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the Prefect server exited; see {state_dir / 'prefect-server.log'}")
+        if _healthy(api):
+            return api
+        time.sleep(1)
+    raise SystemExit("the Prefect server did not answer within 120 s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--dir", default=".demo", help="where the demo keeps its feed, workspace and server state")
+    ap.add_argument("--port", type=int, default=4200)
+    ap.add_argument("--embedder", default=None, help="override the model (e.g. 'hashing' for a quick look)")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    base = Path(args.dir).resolve()
+    api = ensure_server(args.port, base)
+    os.environ["PREFECT_API_URL"] = api
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.ingest import ingest
+    from indexops.ledger import Ledger
+    from indexops.snapshot import diff_snapshots
+
+    feed = base / "feed" / "helpcenter"
+    ws = base / "workspace"
+    shutil.rmtree(feed, ignore_errors=True)
+    shutil.rmtree(ws, ignore_errors=True)
+    feed.mkdir(parents=True)
+    config = str(REPO / "configs" / "demo.yaml")
+    snaps = []
+    with temporary_settings({PREFECT_API_URL: api}):
+        for f in sorted((SAMPLE / "feed").iterdir()):
+            shutil.copy(f, feed / f.name)
+            print(f"\n=== delta {f.name} arrives -> ingest flow")
+            s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
+            c = s["counts"]
+            print(f"    indexed {c['upserted']}, deleted {c['deleted']}, unchanged {c['unchanged']}, stale {c['stale']}, "
+                  f"exact dup {c['exact_duplicates']}, near dup {c['near_duplicates']}, promoted {c['promoted']}, "
+                  f"quarantined {c['quarantined']}, chunks embedded {c['chunks_embedded']}")
+            print(f"    snapshot {s['snapshot']['snapshot_id'][:16]}  ({s['snapshot']['documents']} documents)")
+            snaps.append(s["snapshot"]["snapshot_id"])
+        print("\n=== re-run with nothing new (idempotent)")
+        s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
+        print(f"    chunks embedded {s['counts']['chunks_embedded']}; snapshot {s['snapshot']['snapshot_id'][:16]} (unchanged: {not s['snapshot']['new']})")
+    led = Ledger.for_workspace(ws)
+    d = diff_snapshots(led, snaps[0], snaps[-1])
+    print(f"\n=== snapshot diff first -> last: added {d['added']}, changed {d['changed']}, removed {d['removed']}")
+    print("=== quarantine:")
+    for q in led.list_quarantine():
+        print(f"    {q['file']}:{q['line']}  {q['reason']}")
+    print("=== duplicates:")
+    for r in led.list_duplicates():
+        print(f"    {r['doc_id']} is a {r['dup_kind']} duplicate of {r['duplicate_of']}")
+    ui = api[: -len("/api")] if api.endswith("/api") else api
+    print(f"""
+Where to look
+  Prefect UI (flow runs, task runs, the ingest artifact): {ui}/runs
+  Workspace (ledger.db, Qdrant Edge collection):           {ws}
+  Try:  .venv/bin/indexops snapshot show --workspace {ws}
+        .venv/bin/indexops quarantine list --workspace {ws}
+  The server keeps running for the UI; stop it with: kill $(cat {base / 'prefect-server.pid'})""")
+
+
+if __name__ == "__main__":
+    main()

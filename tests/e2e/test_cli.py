@@ -1,0 +1,83 @@
+"""The `indexops` CLI end to end, in subprocesses, against the session's Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_jsonl
+
+SAMPLE = REPO / "indexops" / "sample_data" / "feed"
+CLI = [sys.executable, "-m", "indexops.cli"]
+
+
+@pytest.fixture
+def run(prefect_server, tmp_path):
+    env = dict(os.environ, PREFECT_API_URL=prefect_server)
+
+    def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        p = subprocess.run(CLI + list(args), capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        if check and p.returncode != 0:
+            raise AssertionError(f"exit {p.returncode}\nstdout:{p.stdout}\nstderr:{p.stderr}")
+        return p
+
+    return _run
+
+
+def test_help_on_every_command(run):
+    for cmd in ([], ["ingest"], ["quarantine", "list"], ["snapshot", "show"], ["snapshot", "list"], ["snapshot", "diff"], ["duplicates", "list"], ["runs", "list"]):
+        out = run(*cmd, "--help").stdout
+        assert "Usage" in out
+
+
+def test_worked_example_feed_ingest_snapshot(run, tmp_path):
+    feed, ws = tmp_path / "feed", tmp_path / "ws"
+    feed.mkdir()
+    cfg = str(REPO / "configs" / "hashing.yaml")
+    demo_cfg = tmp_path / "cfg.yaml"
+    demo_cfg.write_text("embedding:\n  model: hashing\n  dim: 64\nvalidation:\n  max_bad_fraction: 0.25\n")
+    ids = []
+    for f in sorted(SAMPLE.iterdir()):
+        shutil.copy(f, feed / f.name)
+        out = run("ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(demo_cfg)).stdout
+        assert "snapshot" in out
+        show = json.loads(run("snapshot", "show", "--workspace", str(ws), "--json").stdout)
+        assert {"snapshot_id", "documents", "chunks", "recipe", "parent", "cursors"} <= set(show)
+        assert show["cursors"]["feed"]["last_file"] == f.name
+        ids.append(show["snapshot_id"])
+    assert len(set(ids)) == 3
+    listed = json.loads(run("snapshot", "list", "--workspace", str(ws), "--json").stdout)
+    assert [s["snapshot_id"] for s in listed] == ids
+    diff = json.loads(run("snapshot", "diff", ids[0], ids[-1], "--workspace", str(ws), "--json").stdout)
+    assert "kb-001" in diff["removed"] and "kb-004" in diff["changed"] and "kb-021" in diff["added"]
+    q = json.loads(run("quarantine", "list", "--workspace", str(ws), "--json").stdout)
+    assert [(r["file"], r["line"]) for r in q] == [("000002-updates.jsonl", 6)]
+    assert "not_be_null(id)" in q[0]["reason"]
+    dups = json.loads(run("duplicates", "list", "--workspace", str(ws), "--json").stdout)
+    assert all(d["duplicate_of"] for d in dups)
+    runs = json.loads(run("runs", "list", "--workspace", str(ws), "--json").stdout)
+    assert [r["status"] for r in runs] == ["completed"] * 3
+    assert cfg  # the hashing overlay exists for users, too
+
+
+def test_failure_is_one_clear_paragraph_without_traceback(run, tmp_path):
+    feed = tmp_path / "feed"
+    write_jsonl(feed / "000001-bad.jsonl", [{"title": "no id", "text": "t"}, {"id": "a", "text": "ok"}])
+    p = run("ingest", "--feed", str(feed), "--workspace", str(tmp_path / "ws"), "--config", str(REPO / "configs" / "hashing.yaml"), check=False)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+    err = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and "000001-bad.jsonl" in err[0] and "threshold" in err[0]
+
+
+def test_bad_arguments_exit_2(run, tmp_path):
+    p = run("ingest", "--feed", str(tmp_path / "missing"), "--workspace", str(tmp_path / "ws"), check=False)
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    p = run("snapshot", "show", "--workspace", str(tmp_path / "nowhere"), check=False)
+    assert p.returncode == 1 and "does not exist" in p.stderr
