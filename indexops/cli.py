@@ -109,7 +109,8 @@ def ingest(
     typer.echo(f"feed {summary['feed']}: applied {len(summary.get('files', []))} file(s)")
     typer.echo(
         "  received {received}, indexed {upserted}, deleted {deleted}, unchanged {unchanged}, stale {stale}, "
-        "exact dup {exact_duplicates}, near dup {near_duplicates}, quarantined {quarantined}, chunks embedded {chunks_embedded}".format(**c)
+        "exact dup {exact_duplicates}, near dup {near_duplicates}, promoted {promoted}, quarantined {quarantined}, "
+        "chunks embedded {chunks_embedded}".format(**c)
     )
     for f in summary.get("changed_after_apply", []):
         typer.secho(f"  warning: {f} changed after it was applied; not re-applied", fg=typer.colors.YELLOW)

@@ -56,15 +56,15 @@ class FeedRecord(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
             v = v.replace(tzinfo=timezone.utc)
-        return v
+        return v.astimezone(timezone.utc) if v is not None else None  # SQLite stores no offset
 
     @model_validator(mode="after")
     def _text_for_upsert(self) -> "FeedRecord":
         if self.op == "upsert":
             if self.text is None or not self.text.strip():
                 raise ValueError("text is required and non-empty for an upsert")
-            if "\x00" in self.text:
-                raise ValueError("text contains a NUL byte")
+            if "\x00" in self.text + self.title:  # PostgreSQL text cannot hold NUL
+                raise ValueError("text or title contains a NUL byte")
         return self
 
 

@@ -478,6 +478,7 @@ def batch_counts(plan: BatchPlan, cp: ChunkPlan, quarantined: Sequence[Quarantin
     c.chunks_deleted = len(cp.delete_points)
     c.chunk_duplicates = cp.chunk_duplicates
     c.quarantined = len(quarantined)
+    c.received += len(quarantined)  # every record read counts as received, good or bad
     return c
 
 

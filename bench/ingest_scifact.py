@@ -1,0 +1,147 @@
+"""Full ingest of a BEIR corpus versus plain `SentenceTransformer.encode` of exactly the chunk
+texts the ingest embedded, measured in one run (two child processes, one after the other, so
+each peak RSS is its own).
+
+    python bench/ingest_scifact.py                 # whole ../shared/data/scifact corpus
+    python bench/ingest_scifact.py --quick         # 40 documents: keeps the script working in CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_ingest(data: Path, limit: int | None, texts_out: Path, config: str | None) -> dict:
+    """Ingest through the indexops pipeline; record the texts handed to the encoder."""
+    t0 = time.perf_counter()  # imports count on both sides
+    from indexops.ingest import ingest_path
+    from indexops.pipeline import open_index
+    from indexops.settings import load_settings
+
+    src = data
+    if limit:
+        src = Path(tempfile.mkdtemp(prefix="bench-beir-"))
+        with open(data / "corpus.jsonl") as f, open(src / "corpus.jsonl", "w") as g:
+            for i, line in enumerate(f):
+                if i >= limit:
+                    break
+                g.write(line)
+    ctx = open_index(Path(tempfile.mkdtemp(prefix="bench-ws-")), load_settings(config))
+    seen: list[str] = []
+    real_embed = ctx.embedder.embed
+
+    enc_time = [0.0]
+
+    def recording_embed(texts, progress=None):
+        seen.extend(texts)
+        t = time.perf_counter()
+        try:
+            return real_embed(texts, progress)
+        finally:
+            enc_time[0] += time.perf_counter() - t
+
+    ctx.embedder.embed = recording_embed  # type: ignore[method-assign]
+    r = ingest_path(ctx, src, "beir")
+    wall = time.perf_counter() - t0
+    ctx.close()
+    texts_out.write_text(json.dumps(seen))
+    return {
+        "wall_s": wall, "chunks": len(seen), "documents": r["snapshot"]["documents"], "snapshot_id": r["snapshot"]["snapshot_id"],
+        "stages_s": r["timings_s"], "peak_rss_mib": _peak_rss_mib(), "encoder_s": enc_time[0],
+    }
+
+
+def child_plain(texts_in: Path, batch_size: int) -> dict:
+    """The floor: load the same model and encode the same texts, nothing else."""
+    texts = json.loads(texts_in.read_text())
+    t0 = time.perf_counter()  # imports count on both sides
+    from sentence_transformers import SentenceTransformer
+
+    from indexops.embedders import resolve_model_path
+
+    m = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
+    load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    m.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    end = time.perf_counter()
+    return {"wall_s": end - t0, "load_s": load, "encode_s": end - t1, "chunks": len(texts), "peak_rss_mib": _peak_rss_mib()}
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    if out.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N documents")
+    ap.add_argument("--quick", action="store_true", help="40 documents (CI smoke run)")
+    ap.add_argument("--config", default=None, help="YAML overlay for the ingest side")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--child", choices=["ingest", "plain"], help=argparse.SUPPRESS)
+    ap.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child == "ingest":
+        import logging
+
+        logging.disable(logging.WARNING)
+        print(json.dumps(child_ingest(a.data, a.limit, a.texts, a.config)))
+        return
+    if a.child == "plain":
+        print(json.dumps(child_plain(a.texts, 64)))
+        return
+    limit = 40 if a.quick else a.limit
+    if not (a.data / "corpus.jsonl").exists():
+        if a.quick:
+            a.data = REPO / "tests" / "data" / "mini_beir"
+        else:
+            raise SystemExit(f"no corpus at {a.data}; pass --data DIR (BEIR layout)")
+    texts = Path(tempfile.mkdtemp(prefix="bench-texts-")) / "texts.json"
+    common = ["--data", str(a.data), "--texts", str(texts)] + (["--limit", str(limit)] if limit else []) + (["--config", a.config] if a.config else [])
+    ing = _child(["--child", "ingest", *common])
+    plain = _child(["--child", "plain", "--texts", str(texts)])
+    cmd = "python bench/ingest_scifact.py" + (" --quick" if a.quick else f" --limit {limit}" if limit else "")
+    res = {
+        "command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "documents": ing["documents"], "chunks": ing["chunks"], "ingest": ing, "plain_encode": plain,
+        "ratio_ingest_over_encode": ing["wall_s"] / plain["wall_s"],
+    }
+    rows = [
+        ("indexops ingest (whole pipeline, incl. model load)", ing["wall_s"], ing["chunks"] / ing["wall_s"], ing["peak_rss_mib"]),
+        ("plain SentenceTransformer.encode (incl. model load)", plain["wall_s"], plain["chunks"] / plain["wall_s"], plain["peak_rss_mib"]),
+    ]
+    print(f"\n{res['documents']} documents -> {res['chunks']} chunks embedded ({res['machine']})\n")
+    print(f"| run | wall s | chunks/s | peak RSS MiB |\n|---|---:|---:|---:|")
+    for name, w, cps, rss in rows:
+        print(f"| {name} | {w:.1f} | {cps:.1f} | {rss:.0f} |")
+    print(f"\nratio ingest / plain encode (whole process work, imports + model load included): {res['ratio_ingest_over_encode']:.3f}")
+    print(f"encoder time inside ingest {ing['encoder_s']:.1f} s (incl. model load) vs plain encode call {plain['encode_s']:.1f} s + load {plain['load_s']:.1f} s")
+    print("stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in ing["stages_s"].items()))
+    print(f"command: {cmd}")
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
