@@ -51,10 +51,14 @@ class Chunker:
 
     def chunk(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:
         title = title or ""
-        prefix = f"{title}\n" if (self.settings.include_title and title.strip()) else ""
+        prefix = ""
         budget = self.max_tokens
-        if prefix:
-            budget = max(MIN_BUDGET, budget - len(self.tok.spans(title)) - 1)
+        room = self.max_tokens - MIN_BUDGET - 1  # the title may use what the text does not need
+        if self.settings.include_title and title.strip() and room > 0:
+            tspans = self.tok.spans(title)
+            shown = title if len(tspans) <= room else title[: tspans[room - 1][1]]
+            prefix = f"{shown}\n"
+            budget = self.max_tokens - min(len(tspans), room) - 1
         overlap = min(self.settings.overlap_tokens, budget // 2)
         spans = self.tok.spans(text)
         if self.settings.strategy == "token_window":

@@ -199,6 +199,29 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _utc(dt: datetime | None) -> datetime | None:
+    """Store instants in UTC: SQLite drops offsets, so a +02:00 time would shift by two hours."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def _clean(s: str | None, n: int | None = None) -> str | None:
+    """Quarantine rows hold hostile input: PostgreSQL refuses NUL and over-long keys."""
+    if s is None:
+        return None
+    s = s.replace("\x00", "\\0")
+    return s[:n] if n else s
+
+
+def _quarantine_rows(items: Sequence[Quarantined], run_id: str, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "feed": _clean(q.feed, 512), "file": _clean(q.file, 1024), "line": q.line,
+         "record_id": _clean(q.record_id, 512), "reason": _clean(q.reason), "excerpt": _clean(q.excerpt), "created_at": now}
+        for q in items
+    ]
+
+
 def _aware(dt: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything in the ledger is UTC."""
     if dt is not None and dt.tzinfo is None:
@@ -479,7 +502,7 @@ class Ledger:
                             "title": d.title,
                             "text": d.text,
                             "metadata_json": json.dumps(d.metadata, sort_keys=True, ensure_ascii=False),
-                            "updated_at": d.updated_at,
+                            "updated_at": _utc(d.updated_at),
                             "version_hash": d.version_hash,
                             "text_hash": d.text_hash,
                             "duplicate_of": d.duplicate_of,
@@ -499,7 +522,7 @@ class Ledger:
             if b.docs:
                 self._write_history(c, b.docs)
             for did, ts in b.touched_updated_at.items():
-                c.execute(update(documents).where(documents.c.doc_id == did).values(updated_at=ts))
+                c.execute(update(documents).where(documents.c.doc_id == did).values(updated_at=_utc(ts)))
             for part in _chunks_of(b.chunk_deletes):
                 c.execute(delete(chunks).where(chunks.c.collection == b.collection, chunks.c.chunk_id.in_(part)))
             for cid, ch in b.chunk_hash_updates:
@@ -530,22 +553,7 @@ class Ledger:
                     .values(acc=f"{acc:064x}", chunks=st.chunks + b.chunk_count_delta)
                 )
             if b.quarantined:
-                c.execute(
-                    insert(quarantine),
-                    [
-                        {
-                            "run_id": b.run_id,
-                            "feed": q.feed,
-                            "file": q.file,
-                            "line": q.line,
-                            "record_id": q.record_id,
-                            "reason": q.reason,
-                            "excerpt": q.excerpt,
-                            "created_at": now,
-                        }
-                        for q in b.quarantined
-                    ],
-                )
+                c.execute(insert(quarantine), _quarantine_rows(b.quarantined, b.run_id, now))
             if b.applied_file is not None:
                 name, fhash, nrec = b.applied_file
                 c.execute(
@@ -589,14 +597,7 @@ class Ledger:
             return
         now = utcnow()
         with self.engine.begin() as c:
-            c.execute(
-                insert(quarantine),
-                [
-                    {"run_id": run_id, "feed": q.feed, "file": q.file, "line": q.line, "record_id": q.record_id,
-                     "reason": q.reason, "excerpt": q.excerpt, "created_at": now}
-                    for q in items
-                ],
-            )
+            c.execute(insert(quarantine), _quarantine_rows(items, run_id, now))
 
     def list_quarantine(self, feed: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         q = select(quarantine).order_by(quarantine.c.id)

@@ -36,6 +36,11 @@ class FeedRecord(BaseModel):
                 raise ValueError("id contains a NUL byte")
         return v
 
+    @field_validator("op", mode="before")
+    @classmethod
+    def _op_default(cls, v: Any) -> Any:
+        return "upsert" if v is None or (isinstance(v, str) and not v.strip()) else v
+
     @field_validator("title", mode="before")
     @classmethod
     def _title_default(cls, v: Any) -> Any:

@@ -89,6 +89,11 @@ def _jsonl(data: bytes, name: str, feed: str, max_line_bytes: int) -> tuple[list
         if not isinstance(obj, dict):
             bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"a line must be a JSON object, got {type(obj).__name__}", excerpt=_excerpt(text)))
             continue
+        try:  # JSON escapes can smuggle in lone surrogates, which no store can encode
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(Quarantined(feed=feed, file=name, line=i, reason="invalid Unicode: a lone surrogate escape (\\ud800-\\udfff)", excerpt=_excerpt(text.encode("utf-8", "replace"))))
+            continue
         recs.append(SourceRecord(file=name, line=i, raw=obj))
     return recs, bad
 
@@ -118,7 +123,7 @@ def _csv(data: bytes, name: str, feed: str) -> tuple[list[SourceRecord], list[Qu
             bad.append(Quarantined(feed=feed, file=name, line=line, reason="invalid UTF-8", excerpt=_excerpt(str(row))))
             continue
         if None in row:
-            bad.append(Quarantined(feed=feed, file=name, line=line, reason="more fields than the header", excerpt=_excerpt(str(row))))
+            bad.append(Quarantined(feed=feed, file=name, line=line, record_id=row.get("id") or None, reason="more fields than the header", excerpt=_excerpt(str(row))))
             continue
         obj: dict[str, Any] = {k: (v if v != "" else None) for k, v in row.items()}
         if obj.get("metadata"):

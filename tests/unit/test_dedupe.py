@@ -1,0 +1,201 @@
+"""Exact and near-duplicate detection (indexops/dedupe.py and its use in pipeline.plan_batch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexops.dedupe import BatchBuckets, NearDuplicateIndex, Signature, lsh_params
+from indexops.pipeline import apply_batch
+from indexops.settings import DedupeSettings
+from indexops.snapshot import current_snapshot_id
+from tests.unit._helpers import assert_store_matches_ledger, doc_ids_in_store, rm, settings_for, statuses, up
+
+BASE = [f"tok{i}" for i in range(100)]
+LONG = " ".join(BASE)
+NEAR = " ".join(BASE[:50] + ["changed"] + BASE[51:])  # one word of 100: shingle Jaccard 95/101
+FAR = " ".join(f"other{i}" for i in range(100))
+SAME = "The quick brown fox jumps over the lazy dog."
+
+
+def _top_doc(ctx, text):
+    vec = ctx.embedder.embed([text])[0]
+    hits = ctx.store.search_dense(vec, 1)
+    return hits[0].payload["doc_id"] if hits else None
+
+
+# ---- MinHash / LSH building blocks ------------------------------------------------------------
+
+
+def test_lsh_params_fit_the_permutations():
+    b, r = lsh_params(0.85, 128)
+    assert b >= 1 and r >= 1 and b * r <= 128
+
+
+def test_signature_similarity_tracks_jaccard():
+    n = NearDuplicateIndex(DedupeSettings())
+    s = n.signature(LONG)
+    assert s.jaccard(n.signature(LONG)) == 1.0
+    assert s.jaccard(n.signature(LONG.upper().replace(" ", "  "))) == 1.0  # normalised before shingling
+    assert s.jaccard(n.signature(NEAR)) >= 0.85
+    assert s.jaccard(n.signature(FAR)) < 0.2
+    assert len(s.values) == 128 and s.values.dtype == np.uint64
+
+
+def test_signature_bytes_round_trip_and_deterministic():
+    n1, n2 = NearDuplicateIndex(DedupeSettings()), NearDuplicateIndex(DedupeSettings())
+    s = n1.signature(LONG)
+    assert np.array_equal(Signature.from_bytes(s.to_bytes()).values, s.values)
+    assert np.array_equal(n2.signature(LONG).values, s.values)  # seeded, stable across instances
+    assert n1.buckets(s) == n2.buckets(s) and len(n1.buckets(s)) == n1.bands
+
+
+def test_near_pair_shares_a_bucket_and_far_pair_does_not():
+    n = NearDuplicateIndex(DedupeSettings())
+    b = set(n.buckets(n.signature(LONG)))
+    assert b & set(n.buckets(n.signature(NEAR)))
+    assert not b & set(n.buckets(n.signature(FAR)))
+
+
+def test_shingles_short_text_is_one_shingle():
+    n = NearDuplicateIndex(DedupeSettings(shingle_words=3))
+    assert n.shingles("A  b") == [b"a b"]
+    assert sorted(n.shingles("a b c d")) == [b"a b c", b"b c d"]
+
+
+def test_signature_jaccard_of_different_lengths_is_zero():
+    assert Signature(np.zeros(4, dtype=np.uint64)).jaccard(Signature(np.zeros(8, dtype=np.uint64))) == 0.0
+
+
+def test_batch_buckets_candidates():
+    bb = BatchBuckets()
+    n = NearDuplicateIndex(DedupeSettings())
+    s = n.signature(LONG)
+    bb.add("a", s, n.buckets(s))
+    assert bb.candidates(n.buckets(n.signature(NEAR))) == {"a"}
+    assert bb.candidates(n.buckets(n.signature(FAR))) == set()
+
+
+# ---- exact duplicates in the pipeline ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("batches", [[["b"], ["a"]], [["a"], ["b"]], [["b", "a"]], [["a", "b"]]], ids=["b-then-a", "a-then-b", "one-batch-ba", "one-batch-ab"])
+def test_exact_duplicate_keeps_smallest_id_in_any_order(make_ctx, batches):
+    ctx = make_ctx()
+    for i, ids in enumerate(batches):
+        apply_batch(ctx, [up(d, SAME if d == "a" else SAME.upper() + "  ") for d in ids], "f", f"r{i}")
+    assert statuses(ctx, ["a", "b"]) == {"a": ("active", None), "b": ("duplicate", "a")}
+    assert ctx.ledger.list_duplicates()[0]["dup_kind"] == "exact"
+    assert doc_ids_in_store(ctx) == {"a"}
+    assert_store_matches_ledger(ctx)
+
+
+def test_exact_duplicate_snapshot_is_order_independent(make_ctx):
+    one, two = make_ctx(), make_ctx()
+    apply_batch(one, [up("b", SAME), up("a", SAME), up("z", "unrelated text")], "f", "r")
+    apply_batch(two, [up("z", "unrelated text")], "f", "r1")
+    apply_batch(two, [up("b", SAME)], "f", "r2")
+    apply_batch(two, [up("a", SAME)], "f", "r3")
+    assert current_snapshot_id(one.ledger, one.collection) == current_snapshot_id(two.ledger, two.collection)
+
+
+def test_smaller_arrival_takes_over_and_rewrites_existing_duplicates(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("c", SAME)], "f", "r1")
+    c2 = apply_batch(ctx, [up("b", SAME)], "f", "r2")
+    assert c2.exact_duplicates == 1
+    assert statuses(ctx, "bc") == {"b": ("active", None), "c": ("duplicate", "b")}
+    apply_batch(ctx, [up("a", SAME)], "f", "r3")
+    assert statuses(ctx, "abc") == {"a": ("active", None), "b": ("duplicate", "a"), "c": ("duplicate", "a")}
+    assert doc_ids_in_store(ctx) == {"a"}
+    assert_store_matches_ledger(ctx)
+
+
+def test_deleting_the_kept_original_promotes_a_duplicate(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("a", SAME), up("b", SAME), up("c", SAME), up("x", "something else entirely")], "f", "r1")
+    assert doc_ids_in_store(ctx) == {"a", "x"}
+    counts = apply_batch(ctx, [rm("a")], "f", "r2")
+    assert counts.deleted == 1 and counts.promoted == 1
+    assert statuses(ctx, "abc") == {"a": ("deleted", None), "b": ("active", None), "c": ("duplicate", "b")}
+    assert doc_ids_in_store(ctx) == {"b", "x"}
+    assert _top_doc(ctx, SAME) == "b"  # the promoted copy is searchable
+    assert_store_matches_ledger(ctx)
+
+
+def test_changing_the_kept_original_promotes_a_duplicate(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("a", SAME), up("b", SAME)], "f", "r1")
+    counts = apply_batch(ctx, [up("a", "a brand new text for a")], "f", "r2")
+    assert counts.promoted == 1 and counts.upserted == 1
+    assert statuses(ctx, "ab") == {"a": ("active", None), "b": ("active", None)}
+    assert doc_ids_in_store(ctx) == {"a", "b"}
+    assert _top_doc(ctx, SAME) == "b"
+    assert_store_matches_ledger(ctx)
+
+
+def test_deleting_a_duplicate_leaves_the_store_alone(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("a", SAME), up("b", SAME)], "f", "r1")
+    before = ctx.store.count()
+    counts = apply_batch(ctx, [rm("b")], "f", "r2")
+    assert counts.deleted == 1 and counts.chunks_deleted == 0 and counts.promoted == 0
+    assert ctx.store.count() == before
+    assert statuses(ctx, "ab") == {"a": ("active", None), "b": ("deleted", None)}
+
+
+def test_exact_dedupe_off_indexes_every_copy(make_ctx):
+    ctx = make_ctx(settings_for({"dedupe": {"exact": False, "near": False}}))
+    apply_batch(ctx, [up("a", SAME), up("b", SAME)], "f", "r1")
+    assert doc_ids_in_store(ctx) == {"a", "b"}
+
+
+# ---- near duplicates in the pipeline ----------------------------------------------------------
+
+
+def test_near_duplicate_found_against_the_existing_index(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("m", LONG), up("q", FAR)], "f", "r1")
+    counts = apply_batch(ctx, [up("a", NEAR)], "f", "r2")  # "a" < "m": near keeps the indexed copy
+    assert counts.near_duplicates == 1
+    dups = {d["doc_id"]: d for d in ctx.ledger.list_duplicates()}
+    assert dups["a"]["duplicate_of"] == "m" and dups["a"]["dup_kind"] == "near"
+    assert 0.85 <= dups["a"]["similarity"] < 1.0
+    assert doc_ids_in_store(ctx) == {"m", "q"}
+    assert_store_matches_ledger(ctx)
+
+
+def test_near_duplicate_within_one_batch_keeps_smallest_id(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("n2", NEAR), up("n1", LONG), up("q", FAR)], "f", "r1")
+    assert statuses(ctx, ["n1", "n2", "q"]) == {"n1": ("active", None), "n2": ("duplicate", "n1"), "q": ("active", None)}
+
+
+def test_far_document_is_not_a_near_duplicate(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("m", LONG)], "f", "r1")
+    counts = apply_batch(ctx, [up("q", FAR)], "f", "r2")
+    assert counts.near_duplicates == 0 and counts.exact_duplicates == 0
+
+
+def test_near_threshold_is_respected(make_ctx):
+    ctx = make_ctx(settings_for({"dedupe": {"near_threshold": 0.99}}))
+    apply_batch(ctx, [up("m", LONG)], "f", "r1")
+    counts = apply_batch(ctx, [up("a", NEAR)], "f", "r2")
+    assert counts.near_duplicates == 0
+    assert doc_ids_in_store(ctx) == {"a", "m"}
+
+
+def test_deleting_near_original_promotes_the_near_duplicate(make_ctx):
+    ctx = make_ctx()
+    apply_batch(ctx, [up("m", LONG)], "f", "r1")
+    apply_batch(ctx, [up("a", NEAR)], "f", "r2")
+    counts = apply_batch(ctx, [rm("m")], "f", "r3")
+    assert counts.promoted == 1
+    assert statuses(ctx, "am") == {"a": ("active", None), "m": ("deleted", None)}
+    assert doc_ids_in_store(ctx) == {"a"}
+    # the promoted doc now anchors near-dup detection for later arrivals
+    counts = apply_batch(ctx, [up("z", LONG)], "f", "r4")
+    assert counts.near_duplicates == 1
+    assert statuses(ctx, "z") == {"z": ("duplicate", "a")}
+    assert_store_matches_ledger(ctx)

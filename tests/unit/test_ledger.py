@@ -1,0 +1,216 @@
+"""The ledger (indexops/ledger.py) behaves identically on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from indexops.ledger import _MOD, BatchCommit, ChunkRow, DocWrite, Ledger, LedgerBusy, multiset_term
+from indexops.models import Quarantined
+
+
+@pytest.fixture
+def ledger(ledger_url):
+    led = Ledger(ledger_url)
+    led.ensure_state("col", {"recipe": 1})
+    yield led
+    led.close()
+
+
+T1 = datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def _doc(doc_id, status="active", text="t", th="h", **kw):
+    return DocWrite(doc_id=doc_id, feed=kw.pop("feed", "f"), status=status, title=kw.pop("title", ""), text=text,
+                    metadata=kw.pop("metadata", {}), updated_at=kw.pop("updated_at", T1), version_hash=kw.pop("vh", "v-" + doc_id),
+                    text_hash=th, **kw)
+
+
+def _commit(ledger, docs=(), chunks=(), **kw):
+    b = BatchCommit(collection="col", feed=kw.pop("feed", "f"), run_id="run", docs=list(docs), chunk_inserts=list(chunks), **kw)
+    ledger.commit_batch(b)
+    return b
+
+
+def _chunk(cid, doc_id, h="ch"):
+    return ChunkRow(cid, doc_id, 0, h, "eh", f"00000000-0000-0000-0000-{cid[-12:]:0>12}", 3)
+
+
+def test_documents_round_trip(ledger):
+    _commit(ledger, [
+        _doc("a", title="Tïtle ✓", metadata={"k": [1, "ü"], "n": None}, minhash=b"\x00\x01\xff", buckets=["b1", "b2"]),
+        _doc("b", status="duplicate", duplicate_of="a", dup_kind="exact", similarity=1.0),
+    ])
+    got = ledger.get_documents(["a", "b", "missing"])
+    assert set(got) == {"a", "b"}
+    a = got["a"]
+    assert (a.status, a.title, a.text, a.metadata, a.minhash, a.version) == ("active", "Tïtle ✓", "t", {"k": [1, "ü"], "n": None}, b"\x00\x01\xff", 1)
+    assert a.updated_at == T1 and a.updated_at.tzinfo is not None
+    assert (got["b"].duplicate_of, got["b"].dup_kind) == ("a", "exact")
+    assert ledger.list_duplicates() == [{"doc_id": "b", "duplicate_of": "a", "dup_kind": "exact", "similarity": 1.0}]
+    assert ledger.lsh_candidates(["b1", "zz"]) == {"b1": {"a"}}
+    assert ledger.duplicates_of(["a"])[0].doc_id == "b"
+    assert ledger.document_counts() == {"active": 1, "duplicate": 1}
+    assert ledger.doc_versions() == {"a": "v-a"}
+
+
+def test_non_utc_offsets_keep_their_instant(ledger):
+    plus2 = timezone(timedelta(hours=2))
+    _commit(ledger, [_doc("a", updated_at=datetime(2024, 1, 2, 5, 0, tzinfo=plus2))])
+    assert ledger.get_documents(["a"])["a"].updated_at == datetime(2024, 1, 2, 3, 0, tzinfo=timezone.utc)
+
+
+def test_active_by_text_hash_and_active_ids(ledger):
+    _commit(ledger, [_doc("a", th="h1"), _doc("b", th="h2", feed="g"), _doc("c", status="duplicate", th="h1"), _doc("d", status="deleted", th=None, text=None)])
+    assert ledger.active_by_text_hash(["h1", "h2", "h3"]) == {"h1": ["a"], "h2": ["b"]}
+    assert ledger.active_doc_ids() == {"a", "b", "c"}
+    assert ledger.active_doc_ids("g") == {"b"}
+    assert [d.doc_id for rows in ledger.iter_active_documents(batch=1) for d in rows] == ["a", "b"]
+
+
+def test_replacing_a_document_replaces_its_buckets(ledger):
+    _commit(ledger, [_doc("a", buckets=["b1"])])
+    _commit(ledger, [_doc("a", status="duplicate", duplicate_of="z", buckets=["b1"], version=2)])
+    assert ledger.lsh_candidates(["b1"]) == {}  # only active documents are in LSH buckets
+    assert ledger.get_documents(["a"])["a"].version == 2
+
+
+def test_chunks_and_running_sum(ledger):
+    c1, c2, c3 = _chunk("c1", "a", "h1"), _chunk("c2", "a", "h2"), _chunk("c3", "b", "h3")
+    t = {c.chunk_id: multiset_term(c.chunk_id, c.chunk_hash) for c in (c1, c2, c3)}
+    _commit(ledger, [_doc("a"), _doc("b")], [c1, c2, c3], acc_delta=sum(t.values()), chunk_count_delta=3)
+    assert ledger.state("col")["acc"] == sum(t.values()) % _MOD and ledger.state("col")["chunks"] == 3
+    assert {d: sorted(r.chunk_id for r in rows) for d, rows in ledger.chunks_for_docs("col", ["a", "b"]).items()} == {"a": ["c1", "c2"], "b": ["c3"]}
+    assert ledger.chunks_for_docs("other", ["a"]) == {}
+    # delete c1, change c2's hash: the sum is kept mod 2^256 even when the delta is negative
+    new2 = multiset_term("c2", "h2b")
+    _commit(ledger, chunk_deletes=["c1"], chunk_hash_updates=[("c2", "h2b")], acc_delta=new2 - t["c1"] - t["c2"], chunk_count_delta=-1)
+    rows = [r for part in ledger.iter_chunks("col", batch=1) for r in part]
+    assert [(r.chunk_id, r.chunk_hash) for r in rows] == [("c2", "h2b"), ("c3", "h3")]
+    assert ledger.state("col")["acc"] == (new2 + t["c3"]) % _MOD
+    # negative acc delta that underflows wraps mod 2^256
+    _commit(ledger, chunk_deletes=["c2", "c3"], acc_delta=-(new2 + t["c3"]) - _MOD, chunk_count_delta=-2)
+    assert ledger.state("col")["acc"] == 0 and ledger.state("col")["chunks"] == 0
+
+
+def test_applied_file_moves_cursor_once_and_atomically(ledger):
+    _commit(ledger, [_doc("a")], feed="news", applied_file=("b-001.jsonl", "hash1", 1))
+    assert ledger.cursor("news")["last_file"] == "b-001.jsonl"
+    assert ledger.cursor("news")["updated_at"].tzinfo is not None
+    assert ledger.applied_files("news") == {"b-001.jsonl": "hash1"}
+    _commit(ledger, [_doc("b")], feed="news", applied_file=("b-002.jsonl", "hash2", 1))
+    assert ledger.cursor("news")["last_file"] == "b-002.jsonl"
+    with pytest.raises(RuntimeError, match="'b-001.jsonl' of feed 'news' was already applied"):
+        _commit(ledger, [_doc("c")], feed="news", applied_file=("b-001.jsonl", "hash1", 1))
+    assert ledger.get_documents(["c"]) == {}  # nothing of the refused batch landed
+    assert ledger.cursor("news")["last_file"] == "b-002.jsonl"
+    assert set(ledger.all_cursors()) == {"news"}
+    assert ledger.cursor("other") is None
+
+
+def test_quarantine_rows(ledger):
+    qs = [Quarantined(feed="news", file="b.jsonl", line=3, record_id="x", reason="bad op", excerpt='{"id": "x"}'),
+          Quarantined(feed="other", file="c.csv", line=0, reason="file error")]
+    ledger.record_quarantine(qs, "run1")
+    _commit(ledger, [_doc("a")], feed="news", quarantined=[Quarantined(feed="news", file="d.jsonl", line=9, reason="r")])
+    rows = ledger.list_quarantine("news")
+    assert [(r["file"], r["line"], r["record_id"], r["reason"]) for r in rows] == [("b.jsonl", 3, "x", "bad op"), ("d.jsonl", 9, None, "r")]
+    assert len(ledger.list_quarantine()) == 3 and len(ledger.list_quarantine(limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    "record_id, excerpt",
+    [("x" * 600, '{"id": "xxx"}'), ("a", '{"id": "a\x00b"}')],
+    ids=["record-id-longer-than-512", "nul-in-excerpt"],
+)
+def test_quarantine_keeps_hostile_values(ledger, record_id, excerpt):
+    """A quarantined line is hostile by definition (the validator quarantines ids longer than 512
+    chars; the JSONL reader's excerpt of a line with a raw NUL byte holds that NUL). Recording it
+    must work the same on every back end, not fail the run on PostgreSQL only."""
+    q = Quarantined(feed="news", file="b.jsonl", line=1, record_id=record_id, reason="hostile", excerpt=excerpt)
+    ledger.record_quarantine([q], "run")
+    (row,) = ledger.list_quarantine()
+    assert row["reason"] == "hostile" and row["record_id"][:1] == record_id[:1]
+
+
+def test_snapshots_and_history(ledger):
+    _commit(ledger, [_doc("a", vh="a1"), _doc("b", vh="b1")])
+    v1 = ledger.ledger_version()
+    m = {"documents": 2, "chunks": 0, "ledger_version": v1}
+    assert ledger.record_snapshot("col", "abc111", "r1", m) is True
+    assert ledger.record_snapshot("col", "abc111", "r1", m) is False  # same as latest: no new row
+    _commit(ledger, [_doc("a", vh="a2"), _doc("b", status="deleted", text=None, vh=None), _doc("c", vh="c1")])
+    v2 = ledger.ledger_version()
+    assert v2 == v1 + 1
+    assert ledger.record_snapshot("col", "abc222", "r2", {"documents": 2, "chunks": 0, "ledger_version": v2, "parent": "abc111"}) is True
+    assert ledger.doc_versions_at(v1) == {"a": "a1", "b": "b1"}
+    assert ledger.doc_versions_at(v2) == {"a": "a2", "c": "c1"}
+    assert ledger.get_snapshot("abc2")["snapshot_id"] == "abc222"
+    assert ledger.get_snapshot("abc222")["parent"] == "abc111"
+    assert ledger.get_snapshot("fff") is None
+    with pytest.raises(ValueError, match="ambiguous"):
+        ledger.get_snapshot("abc")
+    assert [s["snapshot_id"] for s in ledger.list_snapshots()] == ["abc111", "abc222"]
+    assert ledger.latest_snapshot("col")["snapshot_id"] == "abc222"
+    assert ledger.state("col")["snapshot_id"] == "abc222"
+
+
+def test_unchanged_rewrite_keeps_history_open(ledger):
+    _commit(ledger, [_doc("a", vh="a1")])
+    v1 = ledger.ledger_version()
+    _commit(ledger, [_doc("a", vh="a1", version=2)])  # same version hash: no new history row
+    _commit(ledger, [_doc("z", vh="z1")])
+    assert ledger.doc_versions_at(v1) == {"a": "a1"}
+    assert ledger.doc_versions_at(ledger.ledger_version()) == {"a": "a1", "z": "z1"}
+
+
+def test_runs(ledger):
+    ledger.start_run("r1", "news", "/feeds/news")
+    ledger.finish_run("r1", "completed", {"upserted": 3}, snapshot_id="s1")
+    (r,) = ledger.list_runs()
+    assert (r["run_id"], r["status"], r["counts"], r["snapshot_id"], r["error"]) == ("r1", "completed", {"upserted": 3}, "s1", None)
+    assert r["finished_at"] >= r["started_at"]
+
+
+def test_index_lock(ledger):
+    owner = ledger.acquire_lock("col")
+    with pytest.raises(LedgerBusy, match="is being ingested by"):
+        ledger.acquire_lock("col", wait_s=0)
+    other = ledger.acquire_lock("other-index")  # locks are per index
+    ledger.release_lock("col", owner)
+    again = ledger.acquire_lock("col")
+    assert again != owner
+    ledger.release_lock("col", again)
+    ledger.release_lock("other-index", other)
+
+
+def test_lock_of_a_dead_process_is_taken_over(ledger):
+    from sqlalchemy import insert
+
+    from indexops.ledger import locks, utcnow
+
+    dead_pid = 2**22 + 12345  # above the default pid_max: no such process
+    assert not os.path.exists(f"/proc/{dead_pid}")
+    with ledger.engine.begin() as c:
+        c.execute(insert(locks).values(name="col", owner=f"{socket.gethostname()}:{dead_pid}:0", acquired_at=utcnow()))
+    owner = ledger.acquire_lock("col")
+    assert owner.split(":")[1] == str(os.getpid())
+    ledger.release_lock("col", owner)
+
+
+def test_missing_state_is_none(ledger):
+    assert ledger.state("nope") is None
+    ledger.ensure_state("col", {"recipe": 2})  # idempotent: the first recipe stays
+    assert ledger.state("col")["recipe"] == {"recipe": 1}
+
+
+def test_for_workspace_defaults_to_sqlite_file(tmp_path):
+    led = Ledger.for_workspace(tmp_path / "ws")
+    try:
+        assert led.url == f"sqlite:///{(tmp_path / 'ws').resolve() / 'ledger.db'}"
+        assert (tmp_path / "ws" / "ledger.db").exists()
+    finally:
+        led.close()
