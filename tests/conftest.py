@@ -132,6 +132,13 @@ def prefect_server():
     finally:
         import signal
 
+        try:  # send buffered run logs while the server still listens
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(20)
