@@ -87,6 +87,29 @@ def main() -> None:
         print("\n=== re-run with nothing new (idempotent)")
         s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
         print(f"    chunks embedded {s['counts']['chunks_embedded']}; snapshot {s['snapshot']['snapshot_id'][:16]} (unchanged: {not s['snapshot']['new']})")
+
+        from flows.evaluate import evaluate
+        from flows.nightly_regression import nightly_regression
+
+        queries, qrels = str(SAMPLE / "queries.jsonl"), str(SAMPLE / "qrels" / "test.tsv")
+        print("\n=== evaluate flow: every retriever on the labeled sample queries (baseline pinned)")
+        ev = evaluate(workspace=str(ws), queries=queries, qrels=qrels, config_path=config,
+                      retrievers=["bm25", "sparse", "dense", "hybrid"], pin_baseline=True)
+        for e in ev["evals"]:
+            m = e["metrics"]
+            print(f"    {e['retriever']:<7} ndcg@10 {m['ndcg@10']:.3f}  recall@10 {m['recall@10']:.3f}  mrr@10 {m['mrr@10']:.3f}")
+        print("=== nightly_regression flow: live snapshot against the pinned baseline")
+        nr = nightly_regression(workspace=str(ws), queries=queries, qrels=qrels, config_path=config)
+        for name, v in nr["live"].items():
+            print(f"    {name}: {v['status']}")
+    from indexops.pipeline import open_live
+    from indexops.retrieval import search
+    from indexops.settings import load_settings
+
+    ctx = open_live(ws, load_settings(config, {"embedding": {"model": args.embedder}} if args.embedder else None))
+    ans = search(ctx, "I forgot my login password", "hybrid", k=3)
+    ctx.close()
+    print(f"\n=== search 'I forgot my login password' (hybrid) on snapshot {ans.snapshot_id[:16]}: {[h['doc_id'] for h in ans.hits]}")
     led = Ledger.for_workspace(ws)
     d = diff_snapshots(led, snaps[0], snaps[-1])
     print(f"\n=== snapshot diff first -> last: added {d['added']}, changed {d['changed']}, removed {d['removed']}")

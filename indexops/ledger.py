@@ -135,6 +135,64 @@ index_state = Table(
     Column("chunks", Integer, nullable=False),
     Column("recipe_json", Text, nullable=False),
     Column("snapshot_id", String(64)),
+    Column("settings_json", Text),  # the full settings, so the collection can be reopened as built
+)
+
+# Serving aliases ("live"): which collection and snapshot an alias served, and since when.
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("collection", String(128), nullable=False),
+    Column("snapshot_id", String(64)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+alias_history = Table(
+    "alias_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("collection", String(128), nullable=False),
+    Column("snapshot_id", String(64)),
+    Column("action", String(16), nullable=False),  # init | promote | rollback
+    Column("reason", Text),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+query_sets = Table(
+    "query_sets",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("source", Text),
+    Column("queries", Integer, nullable=False),
+    Column("judgements", Integer, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+)
+
+eval_runs = Table(
+    "eval_runs",
+    metadata,
+    Column("eval_id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("snapshot_id", String(64), nullable=False),
+    Column("collection", String(128), nullable=False),
+    Column("query_set_hash", String(64), nullable=False),
+    Column("retriever", String(32), nullable=False),
+    Column("recipe_json", Text, nullable=False),  # retriever config, model fingerprint, code version
+    Column("metrics_json", Text, nullable=False),
+    Column("pinned", String(64)),  # a baseline name when pinned
+    Index("ix_eval_runs_snapshot", "snapshot_id"),
+)
+
+eval_queries = Table(
+    "eval_queries",
+    metadata,
+    Column("eval_id", String(64), primary_key=True),
+    Column("qid", String(256), primary_key=True),
+    Column("metrics_json", Text, nullable=False),
+    Column("ranking_json", Text, nullable=False),  # top documents with scores
 )
 
 snapshots = Table(
@@ -452,11 +510,95 @@ class Ledger:
             return None
         return {"acc": int(r.acc, 16), "chunks": r.chunks, "recipe": json.loads(r.recipe_json), "snapshot_id": r.snapshot_id}
 
-    def ensure_state(self, collection: str, recipe: dict[str, Any]) -> None:
+    def ensure_state(self, collection: str, recipe: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
         with self.engine.begin() as c:
             if c.execute(select(index_state.c.collection).where(index_state.c.collection == collection)).first():
                 return
-            c.execute(insert(index_state).values(collection=collection, acc="0" * 64, chunks=0, recipe_json=json.dumps(recipe, sort_keys=True)))
+            c.execute(
+                insert(index_state).values(
+                    collection=collection, acc="0" * 64, chunks=0, recipe_json=json.dumps(recipe, sort_keys=True),
+                    settings_json=json.dumps(settings, sort_keys=True, default=str) if settings else None,
+                )
+            )
+
+    def collection_settings(self, collection: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(index_state.c.settings_json).where(index_state.c.collection == collection)).first()
+        return json.loads(r.settings_json) if r and r.settings_json else None
+
+    def collections(self) -> list[str]:
+        with self.engine.connect() as c:
+            return list(c.execute(select(index_state.c.collection).order_by(index_state.c.collection)).scalars())
+
+    # ---- aliases ---------------------------------------------------------------------------
+    def alias(self, name: str = "live") -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(aliases).where(aliases.c.name == name)).first()
+        return None if r is None else {"name": r.name, "collection": r.collection, "snapshot_id": r.snapshot_id, "updated_at": _aware(r.updated_at).isoformat()}
+
+    def set_alias(self, name: str, collection: str, snapshot_id: str | None, action: str, reason: str | None = None) -> None:
+        now = utcnow()
+        with self.engine.begin() as c:
+            c.execute(delete(aliases).where(aliases.c.name == name))
+            c.execute(insert(aliases).values(name=name, collection=collection, snapshot_id=snapshot_id, updated_at=now))
+            c.execute(insert(alias_history).values(name=name, collection=collection, snapshot_id=snapshot_id, action=action, reason=reason, at=now))
+
+    def alias_history(self, name: str = "live") -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(alias_history).where(alias_history.c.name == name).order_by(alias_history.c.id)).all()
+        return [{"collection": r.collection, "snapshot_id": r.snapshot_id, "action": r.action, "reason": r.reason, "at": _aware(r.at).isoformat()} for r in rows]
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def register_query_set(self, h: str, name: str, source: str, n_queries: int, n_judgements: int) -> None:
+        with self.engine.begin() as c:
+            if c.execute(select(query_sets.c.hash).where(query_sets.c.hash == h)).first() is None:
+                c.execute(insert(query_sets).values(hash=h, name=name, source=source, queries=n_queries, judgements=n_judgements, registered_at=utcnow()))
+
+    def save_eval(self, eval_id: str, snapshot_id: str, collection: str, qs_hash: str, retriever: str, recipe: dict[str, Any],
+                  metrics: dict[str, Any], per_query: dict[str, dict[str, float]], rankings: dict[str, list[tuple[str, float]]]) -> None:
+        with self.engine.begin() as c:
+            c.execute(insert(eval_runs).values(
+                eval_id=eval_id, created_at=utcnow(), snapshot_id=snapshot_id, collection=collection, query_set_hash=qs_hash,
+                retriever=retriever, recipe_json=json.dumps(recipe, sort_keys=True, default=str), metrics_json=json.dumps(metrics, sort_keys=True),
+            ))
+            rows = [{"eval_id": eval_id, "qid": q, "metrics_json": json.dumps(per_query.get(q, {}), sort_keys=True),
+                     "ranking_json": json.dumps(rankings.get(q, []))} for q in sorted(set(per_query) | set(rankings))]
+            for part in _chunks_of(rows, 1000):
+                c.execute(insert(eval_queries), list(part))
+
+    def list_evals(self, retriever: str | None = None, query_set_hash: str | None = None) -> list[dict[str, Any]]:
+        q = select(eval_runs).order_by(eval_runs.c.created_at)
+        if retriever:
+            q = q.where(eval_runs.c.retriever == retriever)
+        if query_set_hash:
+            q = q.where(eval_runs.c.query_set_hash == query_set_hash)
+        with self.engine.connect() as c:
+            return [_eval(r) for r in c.execute(q)]
+
+    def get_eval(self, eval_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(eval_runs).where(eval_runs.c.eval_id.startswith(eval_id))).first()
+        return None if r is None else _eval(r)
+
+    def eval_queries(self, eval_id: str) -> tuple[dict[str, dict[str, float]], dict[str, list[tuple[str, float]]]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(eval_queries).where(eval_queries.c.eval_id == eval_id)).all()
+        return ({r.qid: json.loads(r.metrics_json) for r in rows}, {r.qid: [tuple(x) for x in json.loads(r.ranking_json)] for r in rows})
+
+    def pin_eval(self, eval_id: str, name: str = "baseline") -> None:
+        with self.engine.begin() as c:
+            r = c.execute(select(eval_runs.c.retriever, eval_runs.c.query_set_hash).where(eval_runs.c.eval_id == eval_id)).first()
+            if r is None:
+                raise LookupError(f"unknown eval run {eval_id!r}")
+            c.execute(update(eval_runs).where(eval_runs.c.pinned == name, eval_runs.c.retriever == r.retriever,
+                                              eval_runs.c.query_set_hash == r.query_set_hash).values(pinned=None))
+            c.execute(update(eval_runs).where(eval_runs.c.eval_id == eval_id).values(pinned=name))
+
+    def pinned_eval(self, retriever: str, query_set_hash: str, name: str = "baseline") -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(eval_runs).where(eval_runs.c.pinned == name, eval_runs.c.retriever == retriever,
+                                                  eval_runs.c.query_set_hash == query_set_hash)).first()
+        return None if r is None else _eval(r)
 
     def cursor(self, feed: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
@@ -747,6 +889,12 @@ def _doc_row(r: Any) -> DocRow:
         metadata=json.loads(r.metadata_json or "{}"), updated_at=_aware(r.updated_at), version_hash=r.version_hash,
         text_hash=r.text_hash, duplicate_of=r.duplicate_of, dup_kind=r.dup_kind, minhash=r.minhash, version=r.version,
     )
+
+
+def _eval(r: Any) -> dict[str, Any]:
+    return {"eval_id": r.eval_id, "created_at": _aware(r.created_at).isoformat(), "snapshot_id": r.snapshot_id, "collection": r.collection,
+            "query_set_hash": r.query_set_hash, "retriever": r.retriever, "recipe": json.loads(r.recipe_json),
+            "metrics": json.loads(r.metrics_json), "pinned": r.pinned}
 
 
 def _snap(r: Any) -> dict[str, Any]:

@@ -93,9 +93,65 @@ def open_index(workspace: str | Path, settings: Settings) -> IndexContext:
     recipe = build_recipe(settings, embedder, chunker, bm25)
     collection = f"{settings.store.collection_prefix}-{recipe_hash(recipe)[:12]}"
     ledger = Ledger.for_workspace(ws, settings.ledger.url)
-    ledger.ensure_state(collection, recipe)
+    ledger.ensure_state(collection, recipe, settings.model_dump(mode="json"))
     near = NearDuplicateIndex(settings.dedupe) if settings.dedupe.near else None
     return IndexContext(settings, ws, ledger, embedder, chunker, bm25, near, recipe, collection)
+
+
+def open_collection(workspace: str | Path, collection: str, ledger_url: str | None = None) -> IndexContext:
+    """Reopen a collection with the settings it was built with (e.g. a candidate recipe).
+
+    Raises:
+        LookupError: the ledger does not know the collection.
+        RuntimeError: the recipe no longer matches (the model's weights changed on disk).
+    """
+    led = Ledger.for_workspace(workspace, ledger_url)
+    try:
+        stored = led.collection_settings(collection)
+    finally:
+        led.close()
+    if stored is None:
+        raise LookupError(f"collection {collection!r} is not in the ledger of {workspace}")
+    settings = Settings.model_validate(stored)
+    if ledger_url:
+        settings.ledger.url = ledger_url
+    ctx = open_index(workspace, settings)
+    if ctx.collection != collection:
+        ctx.close()
+        raise RuntimeError(
+            f"collection {collection!r} was built with a recipe that no longer reproduces (now {ctx.collection!r}): "
+            "the embedding model's weights or the chunker changed — vendor drift; rebuild and re-evaluate"
+        )
+    return ctx
+
+
+def open_live(workspace: str | Path, settings: Settings) -> IndexContext:
+    """The collection the `live` alias serves, or the configured recipe's when no alias is set."""
+    led = Ledger.for_workspace(workspace, settings.ledger.url)
+    try:
+        a = led.alias("live")
+    finally:
+        led.close()
+    if a is None:
+        return open_index(workspace, settings)
+    return open_collection(workspace, a["collection"], settings.ledger.url)
+
+
+def rebuild_batches(ctx: IndexContext, batch: int | None = None):
+    """Plans that (re)chunk every active ledger document into this context's collection.
+
+    Used for blue/green recipes: the new collection is built from the ledger, not from feeds.
+    Resumable: chunks already in the collection are not embedded again.
+    """
+    n = batch or ctx.settings.ingest.batch_docs
+    for rows in ctx.ledger.iter_active_documents(n):
+        plan = BatchPlan(feed="__rebuild__", write_docs=False)
+        for r in rows:
+            plan.docs[r.doc_id] = _rewrite(r)
+        plan.reindex = [r.doc_id for r in rows]
+        plan.counts.received = len(rows)
+        plan.counts.upserted = len(rows)
+        yield plan
 
 
 def snapshot_id_for(acc: int, n_chunks: int, recipe: dict[str, Any]) -> str:
@@ -116,6 +172,7 @@ class BatchPlan:
     old_active: set[str] = field(default_factory=set)  # active before, whose chunks get diffed
     touched_updated_at: dict[str, Any] = field(default_factory=dict)
     counts: BatchCounts = field(default_factory=BatchCounts)
+    write_docs: bool = True  # False when rebuilding a collection from documents already in the ledger
 
 
 def last_record_wins(records: Sequence[FeedRecord]) -> list[FeedRecord]:
@@ -341,7 +398,7 @@ def chunk_batch(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPlan:
     """Chunk the documents to (re)index and diff them with their indexed chunks by chunk id."""
     out = ChunkPlan()
     commit = BatchCommit(collection=ctx.collection, feed=plan.feed, run_id=run_id)
-    commit.docs = list(plan.docs.values())
+    commit.docs = list(plan.docs.values()) if plan.write_docs else []
     commit.touched_updated_at = plan.touched_updated_at
     affected = set(plan.old_active) | set(plan.reindex)
     old = ctx.ledger.chunks_for_docs(ctx.collection, affected)

@@ -83,6 +83,34 @@ class IngestSettings(_Strict):
     upsert_batch: int = Field(256, gt=0, description="points per store write")
 
 
+class RetrievalSettings(_Strict):
+    default: Literal["bm25", "sparse", "dense", "hybrid"] = "hybrid"
+    rrf_k: int = Field(60, gt=0, description="RRF constant: score = sum of weight / (k + rank)")
+    prefetch: int = Field(200, gt=0, description="chunks each arm of the hybrid fetches before fusion")
+    dense_weight: float = Field(1.0, gt=0)
+    sparse_weight: float = Field(1.0, gt=0)
+    chunk_fanout: int = Field(3, ge=1, description="chunks fetched per wanted document before max-aggregation")
+
+
+class EvalSettings(_Strict):
+    metrics: list[str] = Field(
+        default_factory=lambda: ["ndcg@10", "recall@10", "recall@100", "mrr@10", "precision@10", "hit_rate@10", "map"]
+    )
+    retrievers: list[Literal["bm25", "sparse", "dense", "hybrid"]] = Field(default_factory=lambda: ["hybrid"])
+    floor_metric: str = Field("recall@100", description="the metric the floor applies to")
+    floor: float = Field(0.8, ge=0, le=1, description="an eval whose floor metric is below this fails")
+
+
+class RegressionSettings(_Strict):
+    metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "recall@100"])
+    warn_drop: float = Field(0.01, ge=0, description="mean drop that warns")
+    fail_drop: float = Field(0.03, ge=0, description="mean drop that fails when the CI excludes zero")
+    alpha: float = Field(0.05, gt=0, lt=1)
+    resamples: int = Field(10_000, ge=100)
+    lost_k: int = Field(10, gt=0, description="top-k in which lost relevant documents are listed")
+    seed: int = 0
+
+
 class Settings(_Strict):
     chunking: ChunkingSettings = ChunkingSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
@@ -92,6 +120,9 @@ class Settings(_Strict):
     store: StoreSettings = StoreSettings()
     ledger: LedgerSettings = LedgerSettings()
     ingest: IngestSettings = IngestSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    eval: EvalSettings = EvalSettings()
+    regression: RegressionSettings = RegressionSettings()
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -15,6 +15,7 @@ from indexops.ingest import SourcePlan, WorkUnit, plan_source, validate_unit
 from indexops.models import BatchCounts, FeedRecord, Quarantined
 from indexops.pipeline import BatchPlan, ChunkPlan, IndexContext
 from indexops.report.ingest_summary import ingest_markdown
+from indexops.promotion import ensure_live
 from indexops.snapshot import publish_snapshot
 from indexops.validate import ValidationResult
 
@@ -124,7 +125,12 @@ def commit_ledger(ctx: IndexContext, cp: ChunkPlan, quarantined: list[Quarantine
 def publish_snapshot_task(ctx: IndexContext, run_id: str) -> dict[str, Any]:
     """Compute the content-addressed snapshot id and store its manifest."""
     m = publish_snapshot(ctx, run_id)
-    get_run_logger().info("snapshot %s (%d documents, %d chunks)", m["snapshot_id"][:12], m["documents"], m["chunks"])
+    log = get_run_logger()
+    log.info("snapshot %s (%d documents, %d chunks)", m["snapshot_id"][:12], m["documents"], m["chunks"])
+    live = ensure_live(ctx.ledger, ctx.collection)
+    m["live_collection"] = live["collection"]
+    if live["collection"] != ctx.collection:
+        log.warning("this ingest updated %s but live serves %s: point the ingest config at the live recipe", ctx.collection, live["collection"])
     return m
 
 

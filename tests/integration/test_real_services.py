@@ -14,13 +14,24 @@ SAMPLE = REPO / "indexops" / "sample_data"
 
 
 def test_flow_run_is_recorded_on_a_real_prefect_server(prefect_api, tmp_path):
-    from prefect.client.orchestration import get_client
+    """The flow runs in its own process (as a deployment's would), against the session server."""
+    import json
+    import os
+    import subprocess
+    import sys
 
-    from flows.ingest import ingest
+    from prefect.client.orchestration import get_client
 
     feed = tmp_path / "feed"
     write_jsonl(feed / "000001-a.jsonl", [{"id": f"d{i}", "text": f"text {i} about servers"} for i in range(5)])
-    s = ingest(feed_path=str(feed), workspace=str(tmp_path / "ws"), config_path=str(REPO / "configs" / "hashing.yaml"))
+    code = (
+        "import json, sys\nfrom flows.ingest import ingest\n"
+        f"s = ingest(feed_path={str(feed)!r}, workspace={str(tmp_path / 'ws')!r}, config_path={str(REPO / 'configs' / 'hashing.yaml')!r})\n"
+        "print(json.dumps({'run_id': s['run_id']}))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=dict(os.environ, PREFECT_API_URL=prefect_api))
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = json.loads(p.stdout.strip().splitlines()[-1])
 
     expected = {"scan_source", "validate_batch", "plan_changes", "chunk_documents", "embed_chunks", "write_index", "commit_ledger", "publish_snapshot"}
 

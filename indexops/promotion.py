@@ -1,0 +1,56 @@
+"""Blue/green serving: the `live` alias names the collection a RAG app reads. Promotion swaps
+it after an eval gate; rollback swaps it back. The ledger keeps every switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from indexops.ledger import Ledger
+from indexops.snapshot import current_snapshot_id
+
+LIVE = "live"
+
+
+def ensure_live(ledger: Ledger, collection: str) -> dict[str, Any]:
+    """The first collection ever built becomes live."""
+    a = ledger.alias(LIVE)
+    if a is None:
+        ledger.set_alias(LIVE, collection, current_snapshot_id(ledger, collection), "init", "first build")
+        a = ledger.alias(LIVE)
+    assert a is not None
+    return a
+
+
+def promote(ledger: Ledger, snapshot: str, reason: str | None = None) -> dict[str, Any]:
+    """Point `live` at the collection whose current content is `snapshot` (id or prefix).
+
+    Raises:
+        LookupError: unknown snapshot.
+        ValueError: the snapshot's collection has moved on since (promote its newer snapshot).
+    """
+    s = ledger.get_snapshot(snapshot)
+    if s is None:
+        raise LookupError(f"unknown snapshot {snapshot!r}; `indexops snapshot list` shows the known ones")
+    coll = s["collection"]
+    now = current_snapshot_id(ledger, coll)
+    if now != s["snapshot_id"]:
+        raise ValueError(f"collection {coll} now holds snapshot {now[:12]}, not {s['snapshot_id'][:12]}; promote the current one")
+    ledger.set_alias(LIVE, coll, now, "promote", reason)
+    return ledger.alias(LIVE)  # type: ignore[return-value]
+
+
+def rollback(ledger: Ledger, reason: str | None = None) -> dict[str, Any]:
+    """Point `live` back at the collection it served before the current one.
+
+    Raises:
+        LookupError: there is nothing to roll back to.
+    """
+    hist = ledger.alias_history(LIVE)
+    if not hist:
+        raise LookupError("the live alias has never been set")
+    cur = hist[-1]["collection"]
+    prev = next((h for h in reversed(hist[:-1]) if h["collection"] != cur), None)
+    if prev is None:
+        raise LookupError(f"live has only ever served {cur}; nothing to roll back to")
+    ledger.set_alias(LIVE, prev["collection"], current_snapshot_id(ledger, prev["collection"]), "rollback", reason)
+    return ledger.alias(LIVE)  # type: ignore[return-value]

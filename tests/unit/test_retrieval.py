@@ -1,0 +1,97 @@
+"""Retrievers: the exact fast BM25 equals rank-bm25; Qdrant's sparse BM25 holds to the reference;
+chunk hits aggregate to documents by max; answers name their snapshot."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+from indexops.analysis import Analyzer
+from indexops.bm25_exact import FastBM25Okapi
+from indexops.evaluation import evaluate_snapshot
+from indexops.ingest import ingest_path
+from indexops.queries import QuerySet, beir_split
+from indexops.retrieval import aggregate_max, make_retriever, search
+from indexops.store import Hit
+from tests.conftest import REPO
+
+MINI = REPO / "tests" / "data" / "mini_beir"
+
+
+def test_fast_bm25_equals_rank_bm25_on_every_document():
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(60)]
+    corpus = [[rng.choice(vocab[: rng.randint(5, 60)]) for _ in range(rng.randint(1, 40))] for _ in range(200)]
+    ref = BM25Okapi(corpus, k1=1.2, b=0.75)
+    fast = FastBM25Okapi(corpus, k1=1.2, b=0.75)
+    for _ in range(30):
+        q = [rng.choice(vocab) for _ in range(rng.randint(1, 6))] + ["unknown-term"]
+        np.testing.assert_allclose(fast.get_scores(q), ref.get_scores(q), rtol=1e-9, atol=1e-9)
+
+
+def test_fast_bm25_applies_the_negative_idf_floor_like_rank_bm25():
+    corpus = [["common", "a"], ["common", "b"], ["common", "c"]]  # 'common' has a negative Okapi IDF
+    np.testing.assert_allclose(FastBM25Okapi(corpus).get_scores(["common"]), BM25Okapi(corpus).get_scores(["common"]))
+
+
+def test_analyzer_lowercases_drops_stopwords_and_stems():
+    assert Analyzer()("The Running dogs, and THE cats!") == ["run", "dog", "cat"]
+
+
+def test_aggregate_max_keeps_best_chunk_per_document():
+    hits = [Hit("1", 0.9, {"doc_id": "a"}), Hit("2", 0.95, {"doc_id": "b"}), Hit("3", 0.99, {"doc_id": "a"}), Hit("4", 0.1, {"doc_id": "c"})]
+    assert aggregate_max(hits, 2) == {"a": 0.99, "b": 0.95}
+
+
+@pytest.fixture
+def mini_ctx(make_ctx, hashing_settings):
+    ctx = make_ctx(hashing_settings.model_copy(update={"dedupe": hashing_settings.dedupe.model_copy(update={"near": False})}))
+    ingest_path(ctx, MINI, "beir")
+    return ctx
+
+
+def test_qdrant_sparse_bm25_holds_to_the_okapi_reference(mini_ctx):
+    qs = beir_split(MINI, "test")
+    m = ["ndcg@10", "recall@10"]
+    ref = evaluate_snapshot(mini_ctx, qs, "bm25", m, store=False).metrics
+    qd = evaluate_snapshot(mini_ctx, qs, "sparse", m, store=False).metrics
+    assert abs(ref["ndcg@10"] - qd["ndcg@10"]) < 0.05, (ref, qd)
+    # and both are far from chance: topic words find the topic's documents
+    run = make_retriever(mini_ctx, "sparse").retrieve(qs.queries, 10)
+    on_topic = [sum(d.split("-")[0] == q.split("-")[0] for d in docs) / max(len(docs), 1) for q, docs in run.items()]
+    assert np.mean(on_topic) > 0.8
+
+
+@pytest.mark.parametrize("name", ["bm25", "sparse", "dense", "hybrid"])
+def test_every_retriever_returns_k_ranked_documents(mini_ctx, name):
+    qs = beir_split(MINI, "test")
+    run = make_retriever(mini_ctx, name).retrieve(dict(list(qs.queries.items())[:3]), 5)
+    for docs in run.values():
+        assert 0 < len(docs) <= 5
+        scores = list(docs.values())
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_search_answer_names_snapshot_and_recipe(mini_ctx):
+    from indexops.snapshot import current_snapshot_id
+
+    ans = search(mini_ctx, "insulin glucose diabetes", "hybrid", k=3)
+    assert ans.snapshot_id == current_snapshot_id(mini_ctx.ledger, mini_ctx.collection)
+    assert len(ans.recipe_hash) == 64 and ans.collection == mini_ctx.collection
+    assert len(ans.hits) == 3 and ans.hits[0]["doc_id"].startswith("endo")
+    assert json.dumps(ans.to_dict())
+
+
+def test_eval_run_is_stored_with_its_recipe(mini_ctx):
+    qs = QuerySet(name="t", queries={"q": "insulin glucose"}, qrels={"q": {"endo-0": 1}})
+    o = evaluate_snapshot(mini_ctx, qs, "sparse", ["recall@10", "ndcg@10"])
+    stored = mini_ctx.ledger.get_eval(o.eval_id)
+    assert stored["snapshot_id"] == o.snapshot_id and stored["query_set_hash"] == qs.hash
+    assert {"model_fingerprint", "retriever", "code_version", "query_set"} <= set(stored["recipe"])
+    assert "recall" in stored["metrics"]["definitions"]
+    per_query, rankings = mini_ctx.ledger.eval_queries(o.eval_id)
+    assert set(per_query["q"]) == {"recall@10", "ndcg@10"} and rankings["q"]
