@@ -478,9 +478,7 @@ class Ledger:
             for part in _chunks_of(ids):
                 q = select(chunks).where(chunks.c.collection == collection, chunks.c.doc_id.in_(part))
                 for r in c.execute(q):
-                    out.setdefault(r.doc_id, []).append(
-                        ChunkRow(r.chunk_id, r.doc_id, r.position, r.chunk_hash, r.embed_hash, r.point_id, r.n_chars)
-                    )
+                    out.setdefault(r.doc_id, []).append(_chunk_row(r))
         return out
 
     def iter_chunks(self, collection: str, batch: int = 5000) -> Iterator[list[ChunkRow]]:
@@ -493,10 +491,7 @@ class Ledger:
                     .order_by(chunks.c.chunk_id)
                     .limit(batch)
                 )
-                rows = [
-                    ChunkRow(r.chunk_id, r.doc_id, r.position, r.chunk_hash, r.embed_hash, r.point_id, r.n_chars)
-                    for r in c.execute(q)
-                ]
+                rows = [_chunk_row(r) for r in c.execute(q)]
                 if not rows:
                     return
                 yield rows
@@ -889,6 +884,10 @@ def _doc_row(r: Any) -> DocRow:
         metadata=json.loads(r.metadata_json or "{}"), updated_at=_aware(r.updated_at), version_hash=r.version_hash,
         text_hash=r.text_hash, duplicate_of=r.duplicate_of, dup_kind=r.dup_kind, minhash=r.minhash, version=r.version,
     )
+
+
+def _chunk_row(r: Any) -> ChunkRow:
+    return ChunkRow(r.chunk_id, r.doc_id, r.position, r.chunk_hash, r.embed_hash, r.point_id, r.n_chars)
 
 
 def _eval(r: Any) -> dict[str, Any]:
