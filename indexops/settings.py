@@ -85,7 +85,7 @@ class IngestSettings(_Strict):
 
 class RetrievalSettings(_Strict):
     default: Literal["bm25", "sparse", "dense", "hybrid"] = "hybrid"
-    rrf_k: int = Field(60, gt=0, description="RRF constant: score = sum of weight / (k + rank)")
+    rrf_k: int = Field(20, gt=0, description="RRF constant: score = sum of weight / (k + rank)")
     prefetch: int = Field(200, gt=0, description="chunks each arm of the hybrid fetches before fusion")
     dense_weight: float = Field(1.0, gt=0)
     sparse_weight: float = Field(1.0, gt=0)

@@ -81,3 +81,40 @@ def test_bad_arguments_exit_2(run, tmp_path):
     assert p.returncode == 2 and "does not exist" in p.stderr
     p = run("snapshot", "show", "--workspace", str(tmp_path / "nowhere"), check=False)
     assert p.returncode == 1 and "does not exist" in p.stderr
+
+
+def test_eval_search_promote_rollback_and_beir_benchmark(run, tmp_path):
+    mini = REPO / "tests" / "data" / "mini_beir"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("embedding: {model: hashing, dim: 64}\neval: {floor: 0.0}\n")
+    ws = tmp_path / "ws"
+    run("ingest", "--feed", str(mini), "--workspace", str(ws), "--config", str(cfg))
+    out = run("eval", "--workspace", str(ws), "--queries", str(mini / "queries.jsonl"), "--qrels", str(mini / "qrels" / "test.tsv"),
+              "--config", str(cfg), "-r", "bm25", "-r", "sparse", "--json", str(tmp_path / "eval.json")).stdout
+    assert "bm25" in out and "ndcg@10" in out
+    evals = json.loads((tmp_path / "eval.json").read_text())
+    assert [e["retriever"] for e in evals] == ["bm25", "sparse"] and "per_query" in evals[0] and "definitions" in evals[0]
+
+    ans = json.loads(run("search", "insulin glucose diabetes", "--workspace", str(ws), "--config", str(cfg), "--k", "3", "--json").stdout)
+    assert len(ans["hits"]) == 3 and len(ans["snapshot_id"]) == 64 and ans["retriever"] == "hybrid"
+
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("embedding: {model: hashing, dim: 64}\neval: {floor: 0.999, floor_metric: ndcg@10}\n")
+    p = run("eval", "--workspace", str(ws), "--queries", str(mini / "queries.jsonl"), "--qrels", str(mini / "qrels" / "test.tsv"),
+            "--config", str(strict), "-r", "sparse", check=False)
+    assert p.returncode == 1 and "below the floor" in p.stderr
+
+    p = run("rollback", "--workspace", str(ws), check=False)
+    assert p.returncode == 1 and "nothing to roll back" in p.stderr
+    p = run("promote", "deadbeef", "--workspace", str(ws), check=False)
+    assert p.returncode == 1 and "unknown snapshot" in p.stderr
+
+    res = tmp_path / "beir.json"
+    run("benchmark", "beir", str(mini), "--split", "test", "--k", "10,100", "--json", str(res), "--run-dir", str(tmp_path / "runs"), "--config", str(cfg))
+    r = json.loads(res.read_text())
+    assert {"dataset", "split", "snapshot_id", "retrievers", "timings_s"} <= set(r)
+    assert set(r["retrievers"]) == {"bm25", "sparse", "dense", "hybrid"}
+    assert {"ndcg@10", "recall@10", "recall@100", "mrr@10"} <= set(r["retrievers"]["hybrid"])
+    assert {"ingest", "eval"} <= set(r["timings_s"])
+    trec = (tmp_path / "runs" / "hybrid.trec").read_text().splitlines()
+    assert trec and len(trec[0].split()) == 6
