@@ -122,7 +122,7 @@ def main() -> None:
     ui = api[: -len("/api")] if api.endswith("/api") else api
     print(f"""
 Where to look
-  Prefect UI (flow runs, task runs, the ingest artifact): {ui}/runs
+  Prefect UI (flow runs, task runs; artifacts: ingest report, evaluation table, nightly regression): {ui}/runs
   Workspace (ledger.db, Qdrant Edge collection):           {ws}
   Try:  .venv/bin/indexops snapshot show --workspace {ws}
         .venv/bin/indexops quarantine list --workspace {ws}

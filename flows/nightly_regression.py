@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from indexops.evaluation import RegressionFailed
 from indexops.gate import worst
 from indexops.pipeline import new_run_id, open_index, open_live
-from indexops.promotion import ensure_live, promote
+from indexops.promotion import ensure_live, promote, server_alias_switch
 from indexops.settings import load_settings
 from tasks.evaluate import (
     build_candidate_collection,
@@ -69,7 +69,8 @@ def nightly_regression(
                 result["candidate"].update({"status": cstatus, "reports": [g.to_dict() for g in cand_reports]})
                 if promote_on_pass and cstatus == "pass" and cand.collection != live.collection:
                     snap = cand.ledger.latest_snapshot(cand.collection)
-                    result["promoted"] = promote(live.ledger, snap["snapshot_id"], reason=f"nightly_regression {run_id}: gate passed")
+                    result["promoted"] = promote(live.ledger, snap["snapshot_id"], reason=f"nightly_regression {run_id}: gate passed",
+                                                 switch=server_alias_switch(settings, workspace))
                     log.info("promoted %s to live", cand.collection)
             finally:
                 cand.close()

@@ -226,6 +226,54 @@ def runs_list(workspace: Path = WorkspaceOpt, config: Optional[Path] = ConfigOpt
         typer.echo(f"{r['started_at']}  {r['status']:<9}  {r['feed']}  snapshot {str(r['snapshot_id'])[:12]}  {r['error'] or ''}")
 
 
+@app.command()
+def reconcile(
+    workspace: Path = WorkspaceOpt,
+    config: Optional[Path] = ConfigOpt,
+    repair: bool = typer.Option(False, "--repair", help="Delete points the ledger does not know; re-create missing or altered ones from the ledger's text."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="Another collection of the workspace (default: the configured recipe's)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a running ingest of the same index."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Check every point of the index against the ledger (ids and chunk hashes); exit 1 while drift remains."""
+    from indexops.ledger import LedgerBusy
+    from indexops.pipeline import open_collection, open_index
+    from indexops.reconcile import IndexDrift, raise_if_drifted, reconcile as do_reconcile
+    from indexops.settings import load_settings
+
+    if not workspace.exists():
+        _fail(f"workspace {workspace} does not exist; run `indexops ingest` first")
+    if config is not None and not config.exists():
+        _fail(f"config file {config} does not exist", 2)
+    s = load_settings(config)
+    try:
+        ctx = open_collection(workspace, collection, s.ledger.url) if collection else open_index(workspace, s)
+    except (LookupError, RuntimeError) as e:
+        _fail(str(e))
+        return
+    try:
+        report = do_reconcile(ctx, repair, lock_wait_s=wait)
+    except LedgerBusy as e:
+        _fail(str(e))
+        return
+    finally:
+        ctx.close()
+    if as_json:
+        _print_json(report.to_dict())
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    typer.echo(report.summary())
+    left = report.remaining or report.found
+    for kind, ids in (("missing", left.missing_in_store), ("extra", left.extra_in_store), ("hash mismatch", left.hash_mismatch)):
+        for pid in ids[:10]:
+            typer.echo(f"  {kind:<13} {pid}")
+    try:
+        raise_if_drifted(report)
+    except IndexDrift as e:
+        _fail(str(e))
+
+
 @app.command("eval")
 def eval_cmd(
     workspace: Path = WorkspaceOpt,
@@ -313,10 +361,11 @@ def promote(
     reason: Optional[str] = typer.Option(None, "--reason"),
 ) -> None:
     """Point the live alias at the collection holding SNAPSHOT."""
-    from indexops.promotion import promote as do_promote
+    from indexops.promotion import promote as do_promote, server_alias_switch
+    from indexops.settings import load_settings
 
     try:
-        a = do_promote(_ledger(workspace, config), snapshot, reason)
+        a = do_promote(_ledger(workspace, config), snapshot, reason, server_alias_switch(load_settings(config), workspace))
     except (LookupError, ValueError) as e:
         _fail(str(e))
         return
@@ -326,10 +375,11 @@ def promote(
 @app.command()
 def rollback(workspace: Path = WorkspaceOpt, config: Optional[Path] = ConfigOpt, reason: Optional[str] = typer.Option(None, "--reason")) -> None:
     """Point the live alias back at the collection it served before."""
-    from indexops.promotion import rollback as do_rollback
+    from indexops.promotion import rollback as do_rollback, server_alias_switch
+    from indexops.settings import load_settings
 
     try:
-        a = do_rollback(_ledger(workspace, config), reason)
+        a = do_rollback(_ledger(workspace, config), reason, server_alias_switch(load_settings(config), workspace))
     except LookupError as e:
         _fail(str(e))
         return

@@ -108,25 +108,33 @@ def ingest_path(
     feed: str | None = None,
     run_id: str | None = None,
     progress: ProgressFn | None = None,
+    lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Apply every pending unit of a source and publish the snapshot, without Prefect.
 
+    Holds the index's ingest lock, as the flow does: two drivers never interleave their writes.
+
     Raises:
         BatchRejected: a unit had too many bad records (earlier units stay applied).
+        LedgerBusy: another ingest holds the index after `lock_wait_s` seconds.
     """
     run_id = run_id or new_run_id()
-    sp = plan_source(ctx, path, kind, feed)
     totals = BatchCounts()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    for unit in sp.units:
-        res = validate_unit(ctx, unit, sp.feed, run_id)
-        c = apply_batch(
-            ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad,
-            applied_file=unit.applied_file, progress=progress, timings=timings,
-        )
-        totals = totals.add(c)
-    manifest = publish_snapshot(ctx, run_id)
+    owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
+    try:
+        sp = plan_source(ctx, path, kind, feed)
+        for unit in sp.units:
+            res = validate_unit(ctx, unit, sp.feed, run_id)
+            c = apply_batch(
+                ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad,
+                applied_file=unit.applied_file, progress=progress, timings=timings,
+            )
+            totals = totals.add(c)
+        manifest = publish_snapshot(ctx, run_id)
+    finally:
+        ctx.ledger.release_lock(ctx.collection, owner)
     timings["total"] = time.perf_counter() - t0
     return {"run_id": run_id, "feed": sp.feed, "counts": totals.model_dump(), "snapshot": manifest, "timings_s": timings,
             "changed_after_apply": sp.changed_after_apply}

@@ -37,7 +37,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.schema import CreateIndex
 
 from indexops.models import Quarantined
 
@@ -83,6 +84,7 @@ chunks = Table(
     Column("point_id", String(36), nullable=False),
     Column("n_chars", Integer, nullable=False, default=0),
     Index("ix_chunks_doc", "collection", "doc_id"),
+    Index("ix_chunks_point", "collection", "point_id"),  # reconcile walks chunks in point-id order
 )
 
 lsh_buckets = Table(
@@ -380,7 +382,7 @@ class Ledger:
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        _create_schema(self.engine)
 
     @classmethod
     def for_workspace(cls, workspace: str | Path, url: str | None = None) -> "Ledger":
@@ -497,6 +499,28 @@ class Ledger:
                 yield rows
                 last = rows[-1].chunk_id
 
+    def iter_chunks_by_point(self, collection: str, batch: int = 1000) -> Iterator[list[ChunkRow]]:
+        """Stream a collection's chunk rows in point-id order, one page at a time (keyset paging).
+
+        Point ids are canonical lower-case UUID strings with hyphens at fixed places, so every
+        collation (SQLite BINARY, PostgreSQL C or a locale) orders them as Python compares them;
+        `reconcile` merge-joins this stream with the store's scroll on that order.
+        """
+        last = ""
+        with self.engine.connect() as c:
+            while True:
+                q = (
+                    select(chunks)
+                    .where(chunks.c.collection == collection, chunks.c.point_id > last)
+                    .order_by(chunks.c.point_id)
+                    .limit(batch)
+                )
+                rows = [_chunk_row(r) for r in c.execute(q)]
+                if not rows:
+                    return
+                yield rows
+                last = rows[-1].point_id
+
     # ---- state, cursors, files ------------------------------------------------------------
     def state(self, collection: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
@@ -506,15 +530,23 @@ class Ledger:
         return {"acc": int(r.acc, 16), "chunks": r.chunks, "recipe": json.loads(r.recipe_json), "snapshot_id": r.snapshot_id}
 
     def ensure_state(self, collection: str, recipe: dict[str, Any], settings: dict[str, Any] | None = None) -> None:
-        with self.engine.begin() as c:
-            if c.execute(select(index_state.c.collection).where(index_state.c.collection == collection)).first():
-                return
-            c.execute(
-                insert(index_state).values(
-                    collection=collection, acc="0" * 64, chunks=0, recipe_json=json.dumps(recipe, sort_keys=True),
-                    settings_json=json.dumps(settings, sort_keys=True, default=str) if settings else None,
+        try:
+            with self.engine.begin() as c:
+                if c.execute(select(index_state.c.collection).where(index_state.c.collection == collection)).first():
+                    return
+                c.execute(
+                    insert(index_state).values(
+                        collection=collection, acc="0" * 64, chunks=0, recipe_json=json.dumps(recipe, sort_keys=True),
+                        settings_json=json.dumps(settings, sort_keys=True, default=str) if settings else None,
+                    )
                 )
-            )
+        except IntegrityError:
+            pass  # another process opening the same new index inserted the row first: same content
+
+    def set_accumulator(self, collection: str, acc: int, n_chunks: int) -> None:
+        """Overwrite the running snapshot sum and chunk count (a repair after a full recount)."""
+        with self.engine.begin() as c:
+            c.execute(update(index_state).where(index_state.c.collection == collection).values(acc=f"{acc % _MOD:064x}", chunks=n_chunks))
 
     def collection_settings(self, collection: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
@@ -855,10 +887,26 @@ class Ledger:
             c.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
 
 
+def _create_schema(engine: Engine) -> None:
+    """Create missing tables and indexes; safe when several processes open a new ledger at once."""
+    for attempt in range(5):
+        try:
+            metadata.create_all(engine)
+            # create_all skips every index of a table that already exists: add newer ones to old ledgers
+            with engine.begin() as c:
+                c.execute(CreateIndex(next(ix for ix in chunks.indexes if ix.name == "ix_chunks_point"), if_not_exists=True))
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as e:
+            # a concurrent opener created the same table between our check and our CREATE
+            if attempt == 4 or "exist" not in str(e).lower() and "locked" not in str(e).lower():
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 def _lock_is_stale(owner: str, acquired_at: datetime | None, stale_after_s: float) -> bool:
     """A lock whose process on this host is gone (e.g. SIGKILL) is stale at once."""
     host, _, rest = owner.partition(":")
-    pid = rest.split(":", 1)[0]
+    pid, _, ns = rest.partition(":")
     if host == socket.gethostname() and pid.isdigit():
         try:
             os.kill(int(pid), 0)
@@ -866,8 +914,29 @@ def _lock_is_stale(owner: str, acquired_at: datetime | None, stale_after_s: floa
             return True
         except PermissionError:
             return False
-        return False
+        return _same_live_process(int(pid), int(ns) / 1e9 if ns.isdigit() else None) is False
     return acquired_at is not None and (utcnow() - acquired_at).total_seconds() > stale_after_s
+
+
+def _same_live_process(pid: int, acquired_s: float | None) -> bool | None:
+    """Whether `pid` is still the running process that took the lock (Linux /proc; None: unknown).
+
+    A killed holder whose parent has not reaped it yet is a zombie that `kill(pid, 0)` still
+    finds, and a recycled pid belongs to a process started after the lock was taken: in both
+    cases the holder is dead.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            return False
+        if acquired_s is None:
+            return True
+        btime = next(int(l.split()[1]) for l in Path("/proc/stat").read_text().splitlines() if l.startswith("btime "))
+        started = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return started <= acquired_s + 2.0  # btime has one-second resolution
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

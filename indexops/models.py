@@ -53,7 +53,7 @@ class FeedRecord(BaseModel):
             return {}
         if not isinstance(v, dict):
             raise ValueError("metadata must be an object")
-        _check_finite(v, "metadata")
+        _check_json_value(v, "metadata")
         return v
 
     @field_validator("updated_at")
@@ -61,7 +61,10 @@ class FeedRecord(BaseModel):
     def _aware(cls, v: datetime | None) -> datetime | None:
         if v is not None and v.tzinfo is None:
             v = v.replace(tzinfo=timezone.utc)
-        return v.astimezone(timezone.utc) if v is not None else None  # SQLite stores no offset
+        try:
+            return v.astimezone(timezone.utc) if v is not None else None  # SQLite stores no offset
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+            raise ValueError("updated_at is out of range in UTC") from None
 
     @model_validator(mode="after")
     def _text_for_upsert(self) -> "FeedRecord":
@@ -73,16 +76,52 @@ class FeedRecord(BaseModel):
         return self
 
 
-def _check_finite(value: Any, path: str) -> None:
-    """NaN/inf cannot round-trip through JSON payloads, so they are rejected, not coerced."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path} holds a non-finite number")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_finite(v, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_finite(v, f"{path}[{i}]")
+MAX_METADATA_DEPTH = 32
+_INT_RANGE = (-(1 << 63), (1 << 64) - 1)
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of objects and arrays (a scalar is 0), without recursion."""
+    depth = 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, (list, tuple)):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v)
+    return depth
+
+
+def _check_json_value(value: Any, path: str) -> None:
+    """Metadata must reach the store unchanged, so what it cannot hold is rejected, not coerced:
+    NaN/inf (no JSON form), integers beyond 64 bits (stored as lossy floats), non-JSON types,
+    and nesting deeper than `MAX_METADATA_DEPTH` (Qdrant reads payloads with a 128-level limit:
+    a deeper one makes the Edge shard's WAL unreadable, so the collection would not reopen)."""
+    stack = [(value, path, 1)]
+    while stack:
+        v, p, d = stack.pop()
+        if isinstance(v, dict):
+            if d > MAX_METADATA_DEPTH:
+                raise ValueError(f"{path} is nested deeper than {MAX_METADATA_DEPTH} levels")
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise ValueError(f"{p} has a non-string key {k!r}")
+                stack.append((x, f"{p}.{k}", d + 1))
+        elif isinstance(v, list):
+            if d > MAX_METADATA_DEPTH:
+                raise ValueError(f"{path} is nested deeper than {MAX_METADATA_DEPTH} levels")
+            stack.extend((x, f"{p}[{i}]", d + 1) for i, x in enumerate(v))
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValueError(f"{p} holds a non-finite number")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            if not _INT_RANGE[0] <= v <= _INT_RANGE[1]:
+                raise ValueError(f"{p} holds an integer beyond 64 bits (the store would round it)")
+        elif not (v is None or isinstance(v, (str, bool))):
+            raise ValueError(f"{p} holds a {type(v).__name__}, which JSON cannot represent")
 
 
 class SourceRecord(BaseModel):

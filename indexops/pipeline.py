@@ -48,7 +48,8 @@ class IndexContext:
     def store(self) -> VectorStore:
         if self._store is None:
             s = self.settings.store
-            self._store = open_store(s.backend, self.workspace, self.collection, self.embedder.dim, s.url, s.api_key_env)
+            self._store = open_store(s.backend, self.workspace, self.collection, self.embedder.dim, s.url, s.api_key_env,
+                                     s.shards, s.replication_factor)
         return self._store
 
     def close(self) -> None:

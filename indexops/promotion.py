@@ -3,6 +3,8 @@ it after an eval gate; rollback swaps it back. The ledger keeps every switch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from indexops.ledger import Ledger
@@ -21,7 +23,29 @@ def ensure_live(ledger: Ledger, collection: str) -> dict[str, Any]:
     return a
 
 
-def promote(ledger: Ledger, snapshot: str, reason: str | None = None) -> dict[str, Any]:
+AliasSwitch = Callable[[str], None]
+
+
+def server_alias_switch(settings: Any, workspace: str | Path) -> AliasSwitch | None:
+    """For a Qdrant server back end, a function that moves the server-side `live` alias too
+    (apps that query Qdrant directly follow it); None for the embedded engine, whose alias is the
+    ledger's."""
+    if settings.store.backend != "qdrant":
+        return None
+
+    def switch(collection: str) -> None:
+        from indexops.store import open_store
+
+        st = open_store("qdrant", workspace, collection, 1, settings.store.url, settings.store.api_key_env)
+        try:
+            st.point_alias(LIVE)  # type: ignore[attr-defined]
+        finally:
+            st.close()
+
+    return switch
+
+
+def promote(ledger: Ledger, snapshot: str, reason: str | None = None, switch: AliasSwitch | None = None) -> dict[str, Any]:
     """Point `live` at the collection whose current content is `snapshot` (id or prefix).
 
     Raises:
@@ -35,11 +59,13 @@ def promote(ledger: Ledger, snapshot: str, reason: str | None = None) -> dict[st
     now = current_snapshot_id(ledger, coll)
     if now != s["snapshot_id"]:
         raise ValueError(f"collection {coll} now holds snapshot {now[:12]}, not {s['snapshot_id'][:12]}; promote the current one")
+    if switch is not None:  # the server alias first: the ledger never claims a switch that did not happen
+        switch(coll)
     ledger.set_alias(LIVE, coll, now, "promote", reason)
     return ledger.alias(LIVE)  # type: ignore[return-value]
 
 
-def rollback(ledger: Ledger, reason: str | None = None) -> dict[str, Any]:
+def rollback(ledger: Ledger, reason: str | None = None, switch: AliasSwitch | None = None) -> dict[str, Any]:
     """Point `live` back at the collection it served before the current one.
 
     Raises:
@@ -52,5 +78,7 @@ def rollback(ledger: Ledger, reason: str | None = None) -> dict[str, Any]:
     prev = next((h for h in reversed(hist[:-1]) if h["collection"] != cur), None)
     if prev is None:
         raise LookupError(f"live has only ever served {cur}; nothing to roll back to")
+    if switch is not None:
+        switch(prev["collection"])
     ledger.set_alias(LIVE, prev["collection"], current_snapshot_id(ledger, prev["collection"]), "rollback", reason)
     return ledger.alias(LIVE)  # type: ignore[return-value]

@@ -72,6 +72,8 @@ class StoreSettings(_Strict):
     url: str | None = Field(None, description="Qdrant server URL, or ':memory:' / a path for qdrant-client local mode")
     api_key_env: str | None = Field(None, description="environment variable holding the Qdrant API key")
     collection_prefix: str = "indexops"
+    shards: int | None = Field(None, gt=0, description="shard_number for new collections on a Qdrant cluster")
+    replication_factor: int | None = Field(None, gt=0, description="replicas per shard on a Qdrant cluster")
 
 
 class LedgerSettings(_Strict):
@@ -125,6 +127,14 @@ class Settings(_Strict):
     regression: RegressionSettings = RegressionSettings()
 
 
+_ENV_OVERRIDES = {
+    "INDEXOPS_EMBEDDING_MODEL": ("embedding", "model"),
+    "INDEXOPS_STORE_BACKEND": ("store", "backend"),
+    "INDEXOPS_STORE_URL": ("store", "url"),
+    "INDEXOPS_LEDGER_URL": ("ledger", "url"),
+}
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -154,9 +164,10 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}")
         data = _deep_merge(data, yaml.safe_load(p.read_text()) or {})
-    env_model = os.environ.get("INDEXOPS_EMBEDDING_MODEL")
-    if env_model:
-        data = _deep_merge(data, {"embedding": {"model": env_model}})
+    for var, path in _ENV_OVERRIDES.items():  # deployment-time settings (containers, workers)
+        if os.environ.get(var):
+            section, key = path
+            data = _deep_merge(data, {section: {key: os.environ[var]}})
     if overrides:
         data = _deep_merge(data, overrides)
     settings = Settings.model_validate(data)

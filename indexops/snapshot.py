@@ -21,17 +21,23 @@ def current_snapshot_id(ledger: Ledger, collection: str) -> str:
     return snapshot_id_for(st["acc"], st["chunks"], st["recipe"])
 
 
-def recompute_snapshot_id(ledger: Ledger, collection: str) -> str:
-    """The same id from a full scan of the chunk table (a check on the running sum)."""
-    st = ledger.state(collection)
-    if st is None:
-        raise LookupError(f"no index state for collection {collection!r}")
+def recount_accumulator(ledger: Ledger, collection: str) -> tuple[int, int]:
+    """(multiset sum, chunk count) from a full scan of the chunk table, streamed page by page."""
     acc = 0
     n = 0
     for rows in ledger.iter_chunks(collection):
         for r in rows:
             acc += multiset_term(r.chunk_id, r.chunk_hash)
             n += 1
+    return acc, n
+
+
+def recompute_snapshot_id(ledger: Ledger, collection: str) -> str:
+    """The same id from a full scan of the chunk table (a check on the running sum)."""
+    st = ledger.state(collection)
+    if st is None:
+        raise LookupError(f"no index state for collection {collection!r}")
+    acc, n = recount_accumulator(ledger, collection)
     return snapshot_id_for(acc, n, st["recipe"])
 
 

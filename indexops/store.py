@@ -6,11 +6,16 @@ and a BM25 sparse vector whose IDF the engine maintains.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from indexops.models import json_depth
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -45,6 +50,7 @@ class VectorStore(Protocol):
     def search_hybrid(self, vector: Sequence[float], sparse: tuple[list[int], list[float]], limit: int,
                       prefetch: int = 100, rrf_k: int = 60, weights: Sequence[float] | None = None) -> list[Hit]: ...
     def flush(self) -> None: ...
+    def optimize(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -61,12 +67,34 @@ class EdgeStore:
             vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
-        if (self.path / "edge_config.json").exists():
-            self._shard = qe.EdgeShard.load(str(self.path))
-        else:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._shard = qe.EdgeShard.create(str(self.path), cfg)
-            self._shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+        if not (self.path / "edge_config.json").exists():
+            self._create(cfg)
+        self._shard = qe.EdgeShard.load(str(self.path))
+
+    def _create(self, cfg: Any) -> None:
+        """Build the shard in a scratch directory beside its place, then rename it in.
+
+        Edge writes its WAL and segment directories before `edge_config.json`: a process killed
+        in between left a directory that Edge would neither load nor create again ("path already
+        contains segment data"). A rename is atomic, so a crash now leaves only a scratch dir.
+        """
+        qe = self._qe
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():  # half-made by an older version that crashed: no data can be in it
+            self.path.rename(self.path.with_name(f"{self.path.name}.incomplete-{os.getpid()}-{time.time_ns()}"))
+        scratch = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.creating-", dir=self.path.parent))
+        try:
+            shard = qe.EdgeShard.create(str(scratch / "shard"), cfg)
+            shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+            shard.flush()
+            shard.close()
+            try:
+                os.rename(scratch / "shard", self.path)
+            except OSError:
+                if not (self.path / "edge_config.json").exists():  # not a concurrent creator's success
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _vec(self, p: StorePoint) -> dict[str, Any]:
         return {DENSE: [float(x) for x in p.dense], SPARSE: self._qe.SparseVector(p.sparse[0], p.sparse[1])}
@@ -74,9 +102,12 @@ class EdgeStore:
     def upsert(self, points: Sequence[StorePoint]) -> None:
         if points:
             qe = self._qe
+            for p in points:
+                _check_payload(p.payload)
             self._shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.point_id, self._vec(p), p.payload) for p in points]))
 
     def overwrite_payload(self, point_id: str, payload: dict[str, Any]) -> None:
+        _check_payload(payload)
         self._shard.update(self._qe.UpdateOperation.overwrite_payload([point_id], payload))
 
     def delete(self, point_ids: Sequence[str]) -> None:
@@ -129,6 +160,12 @@ class EdgeStore:
     def flush(self) -> None:
         self._shard.flush()
 
+    def optimize(self) -> bool:
+        """Merge segments and build the HNSW index in-process; True when anything changed."""
+        changed = bool(self._shard.optimize())
+        self._shard.flush()
+        return changed
+
     def close(self) -> None:
         try:
             self._shard.flush()
@@ -139,7 +176,8 @@ class EdgeStore:
 class QdrantClientStore:
     """A Qdrant server or cluster by URL (or qdrant-client local mode for tiny tests)."""
 
-    def __init__(self, url: str, collection: str, dim: int, api_key: str | None = None) -> None:
+    def __init__(self, url: str, collection: str, dim: int, api_key: str | None = None,
+                 shards: int | None = None, replication_factor: int | None = None) -> None:
         from qdrant_client import QdrantClient, models
 
         self._m = models
@@ -156,6 +194,7 @@ class QdrantClientStore:
                 collection,
                 vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                **({"shard_number": shards, "replication_factor": replication_factor} if self._server else {}),
             )
             if self._server:  # payload indexes exist on servers only
                 self.client.create_payload_index(collection, "doc_id", models.PayloadSchemaType.KEYWORD)
@@ -227,18 +266,43 @@ class QdrantClientStore:
     def flush(self) -> None:
         return None
 
+    def point_alias(self, alias: str) -> None:
+        """Move `alias` to this collection in one atomic request (delete + create)."""
+        m = self._m
+        ops: list[Any] = []
+        existing = {a.alias_name for a in self.client.get_aliases().aliases}
+        if alias in existing:
+            ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias)))
+        ops.append(m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name=self.collection, alias_name=alias)))
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+
     def close(self) -> None:
         self.client.close()
 
 
-def open_store(backend: str, workspace: str | Path, collection: str, dim: int, url: str | None = None, api_key_env: str | None = None) -> VectorStore:
+MAX_PAYLOAD_DEPTH = 64  # Qdrant reads payloads back with a 128-level recursion limit
+
+
+def _check_payload(payload: dict[str, Any]) -> None:
+    """Refuse a payload Qdrant could write but not read back: in Edge, such a point makes the
+    shard's WAL unreadable and the collection would never open again.
+
+    Raises:
+        ValueError: the payload nests deeper than `MAX_PAYLOAD_DEPTH`.
+    """
+    if json_depth(payload) > MAX_PAYLOAD_DEPTH:
+        raise ValueError(f"payload nested deeper than {MAX_PAYLOAD_DEPTH} levels; Qdrant could not read it back")
+
+
+def open_store(backend: str, workspace: str | Path, collection: str, dim: int, url: str | None = None, api_key_env: str | None = None,
+               shards: int | None = None, replication_factor: int | None = None) -> VectorStore:
     """Open (creating if needed) the collection for a recipe on the configured back end."""
     if backend == "edge":
         return EdgeStore(Path(workspace) / "collections" / collection, collection, dim)
     if not url:
         raise ValueError("store.backend 'qdrant' needs store.url (a server URL, ':memory:' or a path)")
     api_key = os.environ.get(api_key_env) if api_key_env else None
-    return QdrantClientStore(url, collection, dim, api_key=api_key)
+    return QdrantClientStore(url, collection, dim, api_key=api_key, shards=shards, replication_factor=replication_factor)
 
 
 def is_uuid(s: str) -> bool:

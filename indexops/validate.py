@@ -151,6 +151,6 @@ def validate_records(records: list[SourceRecord], feed: str, suite_path: str | P
 def _excerpt(raw: dict[str, Any]) -> str:
     try:
         s = json.dumps(raw, ensure_ascii=False, default=str)
-    except ValueError:
-        s = repr(raw)
+    except (ValueError, RecursionError):  # a circular or very deep value: name the keys only
+        s = f"<record with keys {', '.join(sorted(map(str, raw))[:10])}>"
     return s[:200]

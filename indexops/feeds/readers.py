@@ -10,13 +10,16 @@ import csv
 import io
 import json
 import math
+from datetime import date, datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
-from indexops.models import Quarantined, SourceRecord
+from indexops.models import Quarantined, SourceRecord, json_depth
 
 SUPPORTED = (".jsonl", ".ndjson", ".csv", ".parquet")
 _EXCERPT = 200
+MAX_NESTING = 64  # deeper lines are quarantined here, so no later stage recurses that far
 
 
 class FeedFileError(Exception):
@@ -86,8 +89,14 @@ def _jsonl(data: bytes, name: str, feed: str, max_line_bytes: int) -> tuple[list
         except ValueError as e:
             bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"malformed JSON: {e}", excerpt=_excerpt(text)))
             continue
+        except RecursionError:
+            bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"JSON nested deeper than {MAX_NESTING} levels", excerpt=_excerpt(text)))
+            continue
         if not isinstance(obj, dict):
             bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"a line must be a JSON object, got {type(obj).__name__}", excerpt=_excerpt(text)))
+            continue
+        if json_depth(obj) > MAX_NESTING:
+            bad.append(Quarantined(feed=feed, file=name, line=i, reason=f"JSON nested deeper than {MAX_NESTING} levels", excerpt=_excerpt(text)))
             continue
         try:  # JSON escapes can smuggle in lone surrogates, which no store can encode
             json.dumps(obj, ensure_ascii=False).encode("utf-8")
@@ -96,6 +105,9 @@ def _jsonl(data: bytes, name: str, feed: str, max_line_bytes: int) -> tuple[list
             continue
         recs.append(SourceRecord(file=name, line=i, raw=obj))
     return recs, bad
+
+
+_CSV_FIELD_LIMIT = 2**31 - 1
 
 
 def _reject_constant(name: str) -> Any:
@@ -113,11 +125,25 @@ def _csv(data: bytes, name: str, feed: str) -> tuple[list[SourceRecord], list[Qu
         bad_at = None
     recs: list[SourceRecord] = []
     bad: list[Quarantined] = []
+    # the stdlib default (128 KiB per field) would fail a whole file over one long text;
+    # length is validation's job (validation.max_text_chars), so allow any field here
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "id" not in reader.fieldnames:
-        raise FeedFileError(f"CSV batch {name!r} has no 'id' column (columns: {reader.fieldnames})")
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as e:
+        raise FeedFileError(f"CSV batch {name!r} has an unreadable header: {e}") from None
+    if not fieldnames or "id" not in fieldnames:
+        raise FeedFileError(f"CSV batch {name!r} has no 'id' column (columns: {fieldnames})")
     offset = 0
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            bad.append(Quarantined(feed=feed, file=name, line=reader.line_num, reason=f"malformed CSV: {e}"))
+            continue
         line = reader.line_num
         if "\ufffd" in "".join(v or "" for v in row.values() if isinstance(v, str)) and bad_at is not None:
             bad.append(Quarantined(feed=feed, file=name, line=line, reason="invalid UTF-8", excerpt=_excerpt(str(row))))
@@ -129,8 +155,12 @@ def _csv(data: bytes, name: str, feed: str) -> tuple[list[SourceRecord], list[Qu
         if obj.get("metadata"):
             try:
                 obj["metadata"] = json.loads(obj["metadata"], parse_constant=_reject_constant)
-            except ValueError as e:
-                bad.append(Quarantined(feed=feed, file=name, line=line, record_id=obj.get("id"), reason=f"metadata is not JSON: {e}", excerpt=_excerpt(str(row))))
+            except (ValueError, RecursionError) as e:
+                why = str(e) if isinstance(e, ValueError) else f"nested deeper than {MAX_NESTING} levels"
+                bad.append(Quarantined(feed=feed, file=name, line=line, record_id=obj.get("id"), reason=f"metadata is not JSON: {why}", excerpt=_excerpt(str(row))))
+                continue
+            if json_depth(obj["metadata"]) > MAX_NESTING:
+                bad.append(Quarantined(feed=feed, file=name, line=line, record_id=obj.get("id"), reason=f"JSON nested deeper than {MAX_NESTING} levels", excerpt=_excerpt(str(row)[:_EXCERPT])))
                 continue
         recs.append(SourceRecord(file=name, line=line, raw=obj))
         offset += 1
@@ -157,5 +187,18 @@ def _parquet(data: bytes, name: str, feed: str) -> tuple[list[SourceRecord], lis
         for k, v in list(row.items()):
             if isinstance(v, float) and math.isnan(v) and k != "metadata":
                 row[k] = None
+        if "metadata" in row:
+            row["metadata"] = _temporal_to_iso(row["metadata"])
         recs.append(SourceRecord(file=name, line=i, raw=row))
     return recs, []
+
+
+def _temporal_to_iso(value: Any) -> Any:
+    """Parquet timestamps and dates inside metadata become ISO 8601 strings, their JSON form."""
+    if isinstance(value, (datetime, date, dtime)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _temporal_to_iso(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_temporal_to_iso(v) for v in value]
+    return value

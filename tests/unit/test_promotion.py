@@ -50,3 +50,35 @@ def test_rebuild_promote_rollback_round_trip(tmp_path, hashing_settings):
     assert reopened.settings.chunking.max_tokens == 48
     for c in (reopened, green, blue):
         c.close()
+
+
+def test_promote_moves_the_server_alias_before_the_ledger(tmp_path, hashing_settings):
+    """With a Qdrant server back end the server-side alias follows; if switching fails, the
+    ledger keeps the old alias (it never claims a switch that did not happen)."""
+    from indexops.store import QdrantClientStore
+
+    ws = tmp_path / "ws"
+    blue = open_index(ws, hashing_settings)
+    ingest_path(blue, MINI, "beir")
+    ensure_live(blue.ledger, blue.collection)
+    snap = publish_snapshot(blue, "r")["snapshot_id"]
+    server = QdrantClientStore(":memory:", blue.collection, 4)
+    moved = []
+
+    def switch(collection):
+        moved.append(collection)
+        server.collection = collection
+        server.point_alias("live")
+
+    promote(blue.ledger, snap, switch=switch)
+    assert moved == [blue.collection]
+    assert {a.alias_name: a.collection_name for a in server.client.get_aliases().aliases} == {"live": blue.collection}
+
+    def broken(collection):
+        raise ConnectionError("qdrant unreachable")
+
+    before = blue.ledger.alias_history()
+    with pytest.raises(ConnectionError):
+        promote(blue.ledger, snap, switch=broken)
+    assert blue.ledger.alias_history() == before
+    blue.close()

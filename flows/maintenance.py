@@ -1,0 +1,40 @@
+"""Keep the index honest: reconcile the store with the ledger (repairing drift), then optimize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from indexops.pipeline import open_collection, open_index
+from indexops.reconcile import raise_if_drifted
+from indexops.settings import load_settings
+from tasks.maintenance import optimize_store, publish_reconcile_report, reconcile_index
+
+
+@flow(name="maintenance", description="Reconcile every point of the index with the ledger, repair drift, optimize the store; fail when drift remains.")
+def maintenance(
+    workspace: str,
+    config_path: str | None = None,
+    collection: str | None = None,
+    repair: bool = True,
+    optimize: bool = True,
+    lock_wait_s: float = 0.0,
+) -> dict[str, Any]:
+    """Reconcile (and repair) one collection, the configured recipe's by default; returns the report."""
+    settings = load_settings(config_path)
+    ctx = open_collection(workspace, collection, settings.ledger.url) if collection else open_index(workspace, settings)
+    try:
+        owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
+        try:
+            report = reconcile_index(ctx, repair)
+            publish_reconcile_report(report)
+            raise_if_drifted(report)
+            out = report.to_dict()
+            if optimize:
+                out["optimized"] = optimize_store(ctx)
+            return out
+        finally:
+            ctx.ledger.release_lock(ctx.collection, owner)
+    finally:
+        ctx.close()

@@ -1,0 +1,33 @@
+"""Maintenance stages as tasks: reconcile the store with the ledger, report, optimize the store."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from indexops.pipeline import IndexContext
+from indexops.reconcile import ReconcileReport, reconcile, reconcile_markdown
+
+
+@task(name="reconcile_index", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+def reconcile_index(ctx: IndexContext, repair: bool) -> ReconcileReport:
+    """Compare every point id and chunk hash with the ledger; repair drift when asked."""
+    report = reconcile(ctx, repair, lock=False)  # the flow holds the index lock
+    log = get_run_logger()
+    (log.info if report.ok else log.error)("reconcile %s", report.summary())
+    return report
+
+
+@task(name="publish_reconcile_report", cache_policy=NO_CACHE, timeout_seconds=120)
+def publish_reconcile_report(report: ReconcileReport) -> None:
+    """Markdown artifact: drift found, repaired and remaining."""
+    create_markdown_artifact(markdown=reconcile_markdown(report), key="reconcile", description=f"reconcile of {report.collection}")
+
+
+@task(name="optimize_store", cache_policy=NO_CACHE, timeout_seconds=3600)
+def optimize_store(ctx: IndexContext) -> bool:
+    """Flush and merge the store's segments (in-process for Qdrant Edge; a server does its own)."""
+    changed = ctx.store.optimize()
+    get_run_logger().info("store %s optimized: %s", ctx.collection, "segments merged" if changed else "already optimal")
+    return changed

@@ -1,0 +1,234 @@
+"""Hostile feeds through the CLI, in subprocesses, against the session's Prefect server.
+
+One scenario, run once for the module: a first ingest of every kind of bad line beside good
+ones (it succeeds: bad lines become quarantine rows with a reason), then a second ingest with a
+replayed batch, a late (out-of-order) batch, a batch rewritten after it was applied and an
+unreadable Parquet file (it fails with one clear paragraph). Fake alerting secrets sit in the
+environment throughout; the last test proves they reach neither the workspace, nor the output,
+nor Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+from indexops.ledger import Ledger
+from tests.conftest import REPO, write_jsonl
+
+HOSTILE = REPO / "tests" / "data" / "hostile"
+CLI = [sys.executable, "-m", "indexops.cli"]
+SECRETS = {
+    "INDEXOPS_ALERT_WEBHOOK_URL": "https://hooks.example.invalid/services/T0/B0/wh-7f3a9c5e1d",
+    "INDEXOPS_SMTP_PASSWORD": "smtp-p4ss-9d2e71b04c",
+}
+# hostile files (the rest of tests/data/hostile is covered by tests/unit/test_readers.py),
+# renamed so the batches apply in this order
+FILES = ["malformed.jsonl", "wrong_types.jsonl", "missing_ids.jsonl", "empty_texts.jsonl", "invalid_utf8.jsonl", "bom.jsonl",
+         "crlf.jsonl", "nul.jsonl", "dup_ids.jsonl", "delete_unknown.jsonl", "nested_metadata.jsonl", "rows.csv",
+         "invalid_utf8.csv", "wrong_types.parquet"]
+ODD_NAMES = {"000030 with spaces.jsonl": "sp1", "000031-ünïcødé-文件.jsonl": "uni1", "000032..dots..jsonl": "dot1"}
+
+
+def _name(f: str) -> str:
+    return f"{FILES.index(f) + 1:06d}-{f}"
+
+
+@pytest.fixture(scope="module")
+def scenario(prefect_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    feed, ws, cfg = root / "feed", root / "ws", root / "lenient.yaml"
+    cfg.write_text("embedding: {model: hashing, dim: 64}\nvalidation: {max_bad_fraction: 1.0}\n")
+    feed.mkdir()
+    for f in FILES:
+        shutil.copy(HOSTILE / f, feed / _name(f))
+    for name, did in ODD_NAMES.items():
+        write_jsonl(feed / name, [{"id": did, "text": f"a batch file named {name!r}"}])
+    with open(feed / "000033-huge.jsonl", "w", encoding="utf-8") as f:  # 10 MB of text, made here, not committed
+        f.write(json.dumps({"id": "huge", "text": "word " * 2_000_000}) + "\n" + json.dumps({"id": "after-huge", "text": "small"}) + "\n")
+    env = dict(os.environ, PREFECT_API_URL=prefect_server, **SECRETS)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env, cwd=root, timeout=300)
+
+    out = {"root": root, "feed": feed, "ws": ws, "procs": {}, "started": datetime.now(timezone.utc)}
+    out["procs"]["first"] = cli("ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg), "--json")
+
+    # second run: a replayed batch under a new name, a late batch sorting before the cursor, an
+    # applied batch rewritten in place, and last a Parquet file without an id column
+    shutil.copy(feed / _name("dup_ids.jsonl"), feed / "000100-replay-of-dup_ids.jsonl")
+    write_jsonl(feed / "000000-late.jsonl", [{"id": "dup", "text": "an older dup arriving late", "updated_at": "2025-12-31T00:00:00Z"},
+                                             {"id": "late-new", "text": "a late batch still lands"}])
+    write_jsonl(feed / _name("crlf.jsonl"), [{"id": "c1", "text": "rewritten after it was applied"}])
+    shutil.copy(HOSTILE / "wrong_schema.parquet", feed / "000200-wrong_schema.parquet")
+    out["procs"]["second"] = cli("ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg))
+    out["procs"]["quarantine"] = cli("quarantine", "list", "--workspace", str(ws), "--json")
+    out["procs"]["reconcile"] = cli("reconcile", "--workspace", str(ws), "--config", str(cfg), "--json")
+    return out
+
+
+def _ok(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode == 0, f"exit {p.returncode}\nstdout:{p.stdout[-3000:]}\nstderr:{p.stderr[-3000:]}"
+    return p.stdout
+
+
+def _docs(scenario, ids):
+    led = Ledger.for_workspace(scenario["ws"])
+    try:
+        return led.get_documents(ids)
+    finally:
+        led.close()
+
+
+def test_every_hostile_line_gets_a_quarantine_row_with_its_reason(scenario):
+    first = json.loads(_ok(scenario["procs"]["first"]))
+    rows = json.loads(_ok(scenario["procs"]["quarantine"]))
+    got = {(r["file"], r["line"]): r["reason"] for r in rows}
+    expected = {
+        ("malformed.jsonl", 2): "malformed JSON: Unterminated string",
+        ("wrong_types.jsonl", 2): "text: Input should be a valid string",
+        ("wrong_types.jsonl", 3): "not_be_null(id)",  # a list as id
+        ("wrong_types.jsonl", 4): "metadata must be an object",
+        ("wrong_types.jsonl", 5): "updated_at: Input should be a valid datetime",
+        ("wrong_types.jsonl", 6): "not_be_null(id)",  # a boolean id
+        ("wrong_types.jsonl", 7): "to_be_in_set(op",
+        ("wrong_types.jsonl", 8): "text: Input should be a valid string",
+        ("wrong_types.jsonl", 9): "title: Input should be a valid string",
+        ("wrong_types.jsonl", 10): "to_be_in_set(op",  # an op that is a list
+        ("wrong_types.jsonl", 11): "updated_at is out of range in UTC",
+        ("wrong_types.jsonl", 12): "not_be_null(id)",  # a float id
+        ("missing_ids.jsonl", 2): "not_be_null(id)",
+        ("missing_ids.jsonl", 3): "not_be_null(id)",
+        ("missing_ids.jsonl", 4): "lengths_to_be_between(id",
+        ("missing_ids.jsonl", 5): "id: String should have at least 1 character",
+        ("missing_ids.jsonl", 6): "not_be_null(id)",
+        **{("empty_texts.jsonl", n): "text is required and non-empty" for n in range(2, 7)},
+        ("invalid_utf8.jsonl", 2): "invalid UTF-8 at byte 26",
+        ("nul.jsonl", 2): "Invalid control character",
+        ("nul.jsonl", 3): "contains a NUL byte",
+        ("nul.jsonl", 4): "contains a NUL byte",
+        ("nul.jsonl", 5): "id contains a NUL byte",
+        ("nested_metadata.jsonl", 2): "non-standard JSON constant NaN",
+        ("nested_metadata.jsonl", 3): "metadata.a[0] holds a non-finite number",
+        ("nested_metadata.jsonl", 4): "integer beyond 64 bits",
+        ("nested_metadata.jsonl", 5): "JSON nested deeper than 64 levels",
+        ("nested_metadata.jsonl", 6): "JSON nested deeper than 64 levels",
+        ("nested_metadata.jsonl", 7): "non-standard JSON constant -Infinity",
+        ("nested_metadata.jsonl", 8): "metadata is nested deeper than 32 levels",
+        ("rows.csv", 3): "more fields than the header",
+        ("rows.csv", 4): "metadata is not JSON",
+        ("invalid_utf8.csv", 3): "invalid UTF-8",
+        ("wrong_types.parquet", 2): "title: Input should be a valid string",
+        ("wrong_types.parquet", 3): "metadata.price holds a Decimal",
+    }
+    want = {(_name(f), line): reason for (f, line), reason in expected.items()}
+    want[("000033-huge.jsonl", 1)] = "lengths_to_be_between(text, min_value=0, max_value=2000000)"
+    want[("000200-wrong_schema.parquet", 0)] = "has no 'id' column"
+    assert set(got) == set(want), f"unexpected: {sorted(set(got) - set(want))}, missing: {sorted(set(want) - set(got))}"
+    for key, reason in want.items():
+        assert reason in got[key], (key, got[key])
+    assert first["counts"]["quarantined"] == len(want) - 1  # all but the second run's Parquet
+    assert first["counts"]["delete_unknown"] == 2
+
+
+def test_good_records_land_beside_bad_ones(scenario):
+    good = ["g1", "g2", "w0", "i0", "t0", "u1", "u3", "b1", "b2", "c2", "n1", "dup", "solo", "x0", "m1", "r1", "r4", "v1",
+            "v3", "pq1", "after-huge", "late-new", *ODD_NAMES.values()]
+    docs = _docs(scenario, good + ["huge", "never-seen", "m4", "pq3"])
+    assert sorted(d for d in good if d not in docs or docs[d].status not in ("active", "duplicate")) == []
+    assert not {"huge", "never-seen", "m4", "pq3"} & set(docs)
+    assert docs["dup"].text == "third version of dup, the last one wins"  # last of an id in a batch wins
+    assert docs["b1"].text == "with a bom" and docs["c2"].text == "two"  # no BOM, no CR in the values
+    assert docs["m1"].metadata["a"]["b"]["c"][2] == {"d": "e"}
+    assert _docs(scenario, ["pq1"])["pq1"].metadata == {"ts": "2026-01-02T03:04:05+00:00", "price": None}
+
+
+def test_replayed_late_rewritten_and_unreadable_batches(scenario):
+    second = scenario["procs"]["second"]
+    assert second.returncode == 1
+    err = [l for l in second.stderr.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and "000200-wrong_schema.parquet" in err[0] and "no 'id' column" in err[0] and "nothing of this batch" in err[0]
+    assert "000007-crlf.jsonl of feed feed changed after it was applied; it is NOT re-applied" in second.stderr
+    docs = _docs(scenario, ["c1", "dup", "late-new"])
+    assert docs["c1"].text == "one"  # the rewrite of an applied batch was not applied
+    assert docs["dup"].text == "third version of dup, the last one wins"  # the replay and the late older version are stale
+    assert docs["late-new"].status == "active"
+    led = Ledger.for_workspace(scenario["ws"])
+    try:
+        applied = led.applied_files("feed")
+        assert {"000000-late.jsonl", "000100-replay-of-dup_ids.jsonl", "000033-huge.jsonl"} <= set(applied)
+        assert "000200-wrong_schema.parquet" not in applied
+        assert led.cursor("feed")["last_file"] == "000100-replay-of-dup_ids.jsonl"  # stays before the bad file
+    finally:
+        led.close()
+
+
+def test_no_traceback_and_the_index_is_consistent_afterwards(scenario):
+    for name, p in scenario["procs"].items():
+        assert "Traceback" not in p.stdout and "Traceback" not in p.stderr, name
+    rep = json.loads(_ok(scenario["procs"]["reconcile"]))
+    assert rep["ok"] and rep["found"]["ledger_chunks"] == rep["found"]["store_points"] > 20
+
+
+def test_secrets_in_the_environment_reach_neither_workspace_nor_output_nor_prefect(scenario, prefect_api):
+    needles = list(SECRETS.values())
+    texts = {f"{name}.{stream}": getattr(p, stream) for name, p in scenario["procs"].items() for stream in ("stdout", "stderr")}
+    files = [f for f in sorted(scenario["ws"].rglob("*")) if f.is_file()]
+    assert any(f.name == "ledger.db" for f in files) and any("collections" in f.parts for f in files)
+    for f in files:  # every byte of every file, ledger and store alike
+        data = f.read_bytes()
+        for secret in needles:
+            assert secret.encode() not in data, f"secret leaked into {f}"
+    db = sqlite3.connect(scenario["ws"] / "ledger.db")
+    texts["ledger.db dump"] = "\n".join(db.iterdump())
+    db.close()
+    texts.update(asyncio.run(_prefect_texts(str(scenario["ws"]), scenario["started"])))
+    assert any(k.startswith("flow run") for k in texts) and any(k.startswith("logs") for k in texts)
+    assert any(k.startswith("artifact") for k in texts)
+    for where, text in texts.items():
+        for secret in needles:
+            assert secret not in text, f"secret leaked into {where}"
+
+
+async def _prefect_texts(workspace: str, started) -> dict[str, str]:
+    """Flow runs of this workspace (parameters, states), their logs and their artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterStartTime
+
+    out: dict[str, str] = {}
+    async with get_client() as c:
+        recent = await c.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)), limit=200)
+        runs = [r for r in recent if r.parameters.get("workspace") == workspace]
+        assert len(runs) == 2, [r.name for r in runs]
+        ids = [r.id for r in runs]
+        for r in runs:
+            out[f"flow run {r.name}"] = r.model_dump_json()
+        for _ in range(40):  # run logs are shipped in batches: give the last ones a moment
+            logs = await _all_logs(c, ids)
+            if {l.flow_run_id for l in logs} == set(ids):
+                break
+            await asyncio.sleep(0.25)
+        out["logs"] = "\n".join(l.model_dump_json() for l in logs)
+        arts = await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+        for a in arts:
+            out[f"artifact {a.key or a.id}"] = a.model_dump_json()
+    return out
+
+
+async def _all_logs(client, ids) -> list:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    logs: list = []
+    while True:  # the API returns a page at a time
+        page = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200, offset=len(logs))
+        logs += page
+        if len(page) < 200:
+            return logs
