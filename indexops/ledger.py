@@ -483,43 +483,26 @@ class Ledger:
                     out.setdefault(r.doc_id, []).append(_chunk_row(r))
         return out
 
-    def iter_chunks(self, collection: str, batch: int = 5000) -> Iterator[list[ChunkRow]]:
+    def iter_chunks(self, collection: str, batch: int = 5000, order: str = "chunk_id") -> Iterator[list[ChunkRow]]:
+        """Stream a collection's chunk rows one page at a time (keyset paging on `order`).
+
+        With `order="point_id"`: point ids are canonical lower-case UUID strings with hyphens at
+        fixed places, so every collation (SQLite BINARY, PostgreSQL C or a locale) orders them as
+        Python compares them; `reconcile` merge-joins this stream with the store's scroll.
+        """
+        col = chunks.c[order]
         last = ""
         with self.engine.connect() as c:
             while True:
-                q = (
-                    select(chunks)
-                    .where(chunks.c.collection == collection, chunks.c.chunk_id > last)
-                    .order_by(chunks.c.chunk_id)
-                    .limit(batch)
-                )
+                q = select(chunks).where(chunks.c.collection == collection, col > last).order_by(col).limit(batch)
                 rows = [_chunk_row(r) for r in c.execute(q)]
                 if not rows:
                     return
                 yield rows
-                last = rows[-1].chunk_id
+                last = getattr(rows[-1], order)
 
     def iter_chunks_by_point(self, collection: str, batch: int = 1000) -> Iterator[list[ChunkRow]]:
-        """Stream a collection's chunk rows in point-id order, one page at a time (keyset paging).
-
-        Point ids are canonical lower-case UUID strings with hyphens at fixed places, so every
-        collation (SQLite BINARY, PostgreSQL C or a locale) orders them as Python compares them;
-        `reconcile` merge-joins this stream with the store's scroll on that order.
-        """
-        last = ""
-        with self.engine.connect() as c:
-            while True:
-                q = (
-                    select(chunks)
-                    .where(chunks.c.collection == collection, chunks.c.point_id > last)
-                    .order_by(chunks.c.point_id)
-                    .limit(batch)
-                )
-                rows = [_chunk_row(r) for r in c.execute(q)]
-                if not rows:
-                    return
-                yield rows
-                last = rows[-1].point_id
+        return self.iter_chunks(collection, batch, order="point_id")
 
     # ---- state, cursors, files ------------------------------------------------------------
     def state(self, collection: str) -> dict[str, Any] | None:
