@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from functools import lru_cache
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from indexops.retrieval import make_retriever
 from indexops.snapshot import current_snapshot_id
 
 
+@lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus the git commit when running from a checkout."""
     v = indexops.__version__

@@ -155,6 +155,17 @@ def rebuild_batches(ctx: IndexContext, batch: int | None = None):
         yield plan
 
 
+def rebuild_collection(ctx: IndexContext, run_id: str, batch: int | None = None) -> int:
+    """Build (or finish building) this context's collection from the ledger; returns chunks embedded."""
+    n = 0
+    for plan in rebuild_batches(ctx, batch):
+        cp = chunk_batch(ctx, plan, run_id)
+        write_store(ctx, cp, embed_chunks(ctx, cp.to_embed))
+        commit_batch(ctx, cp)
+        n += len(cp.to_embed)
+    return n
+
+
 def snapshot_id_for(acc: int, n_chunks: int, recipe: dict[str, Any]) -> str:
     """Content address of the index: the chunk multiset (sum of per-chunk hashes) plus the recipe."""
     return sha256_hex("indexops-snapshot-v1", f"{acc % _MOD:064x}", str(n_chunks), canonical_json(recipe))
@@ -307,35 +318,25 @@ def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite],
                 holders.append(batch_exact[th])
             if holders:
                 keeper = min(holders)
-                if d < keeper:  # the new doc takes over; the old kept copy becomes its duplicate
-                    for h in holders:
-                        if h in candidates:
-                            _mark_dup(plan, candidates[h], d, "exact", 1.0)
-                            candidates[h].status = "duplicate"
-                        else:
-                            demoted[h] = d
-                else:
+                if keeper < d:
                     _mark_dup(plan, w, keeper, "exact", 1.0)
                     plan.counts.exact_duplicates += 1
                     continue
+                # d is the smallest id of its group. Ids are processed in order, so every holder is a
+                # larger-id kept copy in the ledger: it becomes d's duplicate.
+                for h in holders:
+                    demoted[h] = d
             batch_exact[th] = d
         if ctx.near is not None:
             sig = sigs[d]
             pool = {x for k in bucket_keys[d] for x in ledger_buckets.get(k, ())} & set(ledger_sigs)
             pool -= set(demoted)
-            best: tuple[float, str] | None = None
-            for x in pool:
-                s = sig.jaccard(ledger_sigs[x])
-                if s >= cfg.near_threshold and (best is None or (s, _neg(x)) > (best[0], _neg(best[1]))):
-                    best = (s, x)
-            for x in batch_near.candidates(bucket_keys[d]):
-                if candidates[x].status != "active":
-                    continue
-                s = sig.jaccard(batch_near.signatures[x])
-                if s >= cfg.near_threshold and (best is None or (s, _neg(x)) > (best[0], _neg(best[1]))):
-                    best = (s, x)
-            if best is not None:
-                _mark_dup(plan, w, best[1], "near", best[0])
+            scored = [(sig.jaccard(ledger_sigs[x]), x) for x in pool]
+            scored += [(sig.jaccard(batch_near.signatures[x]), x) for x in batch_near.candidates(bucket_keys[d])]
+            matches = [m for m in scored if m[0] >= cfg.near_threshold]
+            if matches:
+                sim, of = min(matches, key=lambda m: (-m[0], m[1]))  # most similar, then smallest id
+                _mark_dup(plan, w, of, "near", sim)
                 plan.counts.near_duplicates += 1
                 continue
             w.minhash = sig.to_bytes()
@@ -346,11 +347,6 @@ def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite],
         w.dup_kind = None
         plan.docs[d] = w
 
-    for d, w in candidates.items():  # docs first kept, then displaced by a smaller id in this batch
-        if w.status == "duplicate" and plan.docs.get(d) is not w:
-            plan.docs[d] = w
-            plan.counts.exact_duplicates += 1
-
     if demoted:
         rows = ctx.ledger.get_documents(demoted)
         for old_id, new_id in demoted.items():
@@ -360,11 +356,6 @@ def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite],
         for dup in ctx.ledger.duplicates_of(demoted):
             if dup.doc_id not in plan.docs:
                 plan.docs[dup.doc_id] = _rewrite(dup, duplicate_of=demoted[dup.duplicate_of])
-
-
-def _neg(s: str) -> tuple[int, ...]:
-    """Order helper so that ties in similarity prefer the smallest id."""
-    return tuple(-ord(c) for c in s)
 
 
 def _mark_dup(plan: BatchPlan, w: DocWrite, of: str, kind: str, sim: float) -> None:

@@ -40,6 +40,18 @@ def aggregate_max(hits: Sequence[Hit], k: int) -> dict[str, float]:
     return dict(sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
 
 
+def chunk_hits(ctx: IndexContext, name: str, text: str, vector: Sequence[float] | None, limit: int) -> list[Hit]:
+    """One query's chunk-level hits from the store: `sparse`, `dense` or `hybrid` (RRF)."""
+    if name == "sparse":
+        return ctx.store.search_sparse(ctx.bm25.query(text), limit)
+    assert vector is not None, f"{name} needs the query vector"
+    if name == "dense":
+        return ctx.store.search_dense(vector, limit)
+    r = ctx.settings.retrieval
+    weights = None if r.dense_weight == r.sparse_weight else [r.dense_weight, r.sparse_weight]
+    return ctx.store.search_hybrid(vector, ctx.bm25.query(text), limit, prefetch=max(r.prefetch, limit), rrf_k=r.rrf_k, weights=weights)
+
+
 class SparseRetriever:
     name = "sparse"
 
@@ -51,7 +63,7 @@ class SparseRetriever:
 
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
         fan = k * self.ctx.settings.retrieval.chunk_fanout
-        return {q: aggregate_max(self.ctx.store.search_sparse(self.ctx.bm25.query(t), fan), k) for q, t in queries.items()}
+        return {q: aggregate_max(chunk_hits(self.ctx, self.name, t, None, fan), k) for q, t in queries.items()}
 
 
 class DenseRetriever:
@@ -71,7 +83,7 @@ class DenseRetriever:
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
         fan = k * self.ctx.settings.retrieval.chunk_fanout
         vecs = self._vectors(queries)
-        return {q: aggregate_max(self.ctx.store.search_dense(vecs[q].tolist(), fan), k) for q in queries}
+        return {q: aggregate_max(chunk_hits(self.ctx, self.name, t, vecs[q].tolist(), fan), k) for q, t in queries.items()}
 
 
 class HybridRetriever(DenseRetriever):
@@ -82,18 +94,6 @@ class HybridRetriever(DenseRetriever):
         return {"retriever": self.name, "fusion": "rrf", "rrf_k": r.rrf_k, "prefetch": r.prefetch,
                 "weights": [r.dense_weight, r.sparse_weight], "model": self.ctx.recipe["embedding"],
                 "bm25": self.ctx.bm25.recipe(), "chunk_fanout": r.chunk_fanout}
-
-    def retrieve(self, queries: dict[str, str], k: int) -> Run:
-        r = self.ctx.settings.retrieval
-        fan = k * r.chunk_fanout
-        vecs = self._vectors(queries)
-        weights = None if r.dense_weight == r.sparse_weight else [r.dense_weight, r.sparse_weight]
-        return {
-            q: aggregate_max(
-                self.ctx.store.search_hybrid(vecs[q].tolist(), self.ctx.bm25.query(t), fan, prefetch=max(r.prefetch, fan), rrf_k=r.rrf_k, weights=weights), k
-            )
-            for q, t in queries.items()
-        }
 
 
 class Bm25Reference:
@@ -175,14 +175,8 @@ def search(ctx: IndexContext, text: str, retriever: str | None = None, k: int = 
         run = Bm25Reference(ctx).retrieve({"q": text}, k)["q"]
         hits = [{"doc_id": d, "score": s} for d, s in run.items()]
     else:
-        fan = k * r.chunk_fanout
-        if name == "sparse":
-            raw = ctx.store.search_sparse(ctx.bm25.query(text), fan)
-        else:
-            vec = ctx.embedder.embed([text])[0].tolist()
-            raw = ctx.store.search_dense(vec, fan) if name == "dense" else ctx.store.search_hybrid(
-                vec, ctx.bm25.query(text), fan, prefetch=max(r.prefetch, fan), rrf_k=r.rrf_k,
-                weights=None if r.dense_weight == r.sparse_weight else [r.dense_weight, r.sparse_weight])
+        vec = None if name == "sparse" else ctx.embedder.embed([text])[0].tolist()
+        raw = chunk_hits(ctx, name, text, vec, k * r.chunk_fanout)
         seen: set[str] = set()
         hits = []
         for h in raw:  # best chunk per document, in rank order

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from indexops.evaluation import EvalOutcome, evaluate_snapshot
 from indexops.gate import GateReport, compare_evals
-from indexops.pipeline import IndexContext, chunk_batch, commit_batch, embed_chunks, rebuild_batches, write_store
+from indexops.pipeline import IndexContext, rebuild_collection
 from indexops.queries import QuerySet, load_query_set
 from indexops.report.eval_summary import eval_rows, gate_markdown
 from indexops.snapshot import publish_snapshot
@@ -54,12 +54,7 @@ def publish_gate_report(reports: list[GateReport], title: str) -> None:
 @task(name="build_candidate_collection", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
 def build_candidate_collection(ctx: IndexContext, run_id: str) -> dict[str, Any]:
     """Build a collection for a new recipe from the ledger's documents (blue/green)."""
-    n = 0
-    for plan in rebuild_batches(ctx):
-        cp = chunk_batch(ctx, plan, run_id)
-        write_store(ctx, cp, embed_chunks(ctx, cp.to_embed))
-        commit_batch(ctx, cp)
-        n += len(cp.to_embed)
+    n = rebuild_collection(ctx, run_id)
     m = publish_snapshot(ctx, run_id)
     get_run_logger().info("candidate %s: snapshot %s, %d chunks embedded", ctx.collection, m["snapshot_id"][:12], n)
     return m

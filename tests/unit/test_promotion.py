@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from indexops.ingest import ingest_path
-from indexops.pipeline import chunk_batch, commit_batch, embed_chunks, open_collection, open_index, open_live, rebuild_batches, write_store
+from indexops.pipeline import open_collection, open_index, open_live, rebuild_collection
 from indexops.promotion import ensure_live, promote, rollback
 from indexops.snapshot import publish_snapshot
 from tests.conftest import REPO
@@ -14,10 +14,7 @@ MINI = REPO / "tests" / "data" / "mini_beir"
 
 
 def _build(ctx):
-    for plan in rebuild_batches(ctx, 25):
-        cp = chunk_batch(ctx, plan, "rebuild")
-        write_store(ctx, cp, embed_chunks(ctx, cp.to_embed))
-        commit_batch(ctx, cp)
+    rebuild_collection(ctx, "rebuild", batch=25)
     return publish_snapshot(ctx, "rebuild")
 
 
