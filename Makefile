@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 DEMO_DIR ?= .demo
 PREFECT_PORT ?= 4200
 
-.PHONY: install test test-unit test-flows test-integration test-e2e demo server bench bench-quick clean
+.PHONY: install test test-unit test-flows test-integration test-e2e demo server deploy serve alerts bench bench-quick clean
 
 install: $(STAMP)
 
@@ -46,7 +46,25 @@ demo: install
 	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/python -m flows.demo --dir $(DEMO_DIR) --port $(PREFECT_PORT)
 
 server: install
-	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home PREFECT_UI_URL=http://127.0.0.1:$(PREFECT_PORT) PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# Against the server `make server` runs (or PREFECT_API_URL): render check, work pool + ingest
+# concurrency limit, every deployment of configs/operations.yaml, then a worker in the foreground.
+export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+deploy: install
+	$(BIN)/indexops deployments render --check
+	$(BIN)/indexops deployments prepare
+	$(BIN)/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+	$(BIN)/prefect worker start --pool indexops
+
+# One machine, no work pool: the same deployments served from one process.
+serve: install
+	$(BIN)/python -m flows.serve --config configs/operations.yaml
+
+# Alerts from configs/operations.yaml (secrets from env:/secret: references); quick start:
+#   make alerts WEBHOOK_URL=https://hooks.example.com/...
+alerts: install
+	$(BIN)/indexops alerts setup --config configs/operations.yaml $(if $(WEBHOOK_URL),--webhook-url "$(WEBHOOK_URL)")
 
 bench: install
 	$(BIN)/python bench/ingest_scifact.py

@@ -32,7 +32,8 @@ def ensure_server(port: int, state_dir: Path) -> str:
         return api
     state_dir.mkdir(parents=True, exist_ok=True)
     log = open(state_dir / "prefect-server.log", "ab")
-    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_URL=f"http://127.0.0.1:{port}",
+               PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api")
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -102,6 +103,13 @@ def main() -> None:
         nr = nightly_regression(workspace=str(ws), queries=queries, qrels=qrels, config_path=config)
         for name, v in nr["live"].items():
             print(f"    {name}: {v['status']}")
+        from flows.drift_report import drift_report
+
+        print("=== drift_report flow: retrieval, corpus change, embedding drift and query coverage since the first snapshot")
+        dr = drift_report(workspace=str(ws), out_dir=str(base / "reports"), config_path=config)
+        for sid, v in dr["sections"].items():
+            print(f"    {sid}: {v}")
+        print(f"    report {dr['html']}")
     from indexops.pipeline import open_live
     from indexops.retrieval import search
     from indexops.settings import load_settings
@@ -124,8 +132,10 @@ def main() -> None:
 Where to look
   Prefect UI (flow runs, task runs; artifacts: ingest report, evaluation table, nightly regression): {ui}/runs
   Workspace (ledger.db, Qdrant Edge collection):           {ws}
+  Drift report (open offline in a browser):                {base / 'reports' / 'drift-report.html'}
   Try:  .venv/bin/indexops snapshot show --workspace {ws}
         .venv/bin/indexops quarantine list --workspace {ws}
+        .venv/bin/indexops report --workspace {ws} --out {base / 'reports'} --config configs/demo.yaml
   The server keeps running for the UI; stop it with: kill $(cat {base / 'prefect-server.pid'})""")
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
 from indexops.feeds.sources import detect_kind
+from indexops.ingest import IngestFailed, failure_message, quarantine_spike
 from indexops.models import BatchCounts
 from indexops.pipeline import new_run_id, open_index
 from indexops.settings import load_settings
@@ -18,13 +21,20 @@ from tasks.ingest import (
     chunk_documents,
     commit_ledger,
     embed_chunks,
+    embed_chunks_fanout,
+    emit_quarantine_spike,
     plan_changes,
     publish_run_report,
     publish_snapshot_task,
     scan_source,
+    task_runner_for,
     validate_batch,
     write_index,
 )
+
+# the task each timed stage runs, so a failure names the task the UI shows
+_STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "plan_changes", "chunk": "chunk_documents",
+               "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "snapshot": "publish_snapshot"}
 
 
 @flow(name="ingest", log_prints=True, description="Apply a feed's pending changes to the index and name the result with a snapshot id.")
@@ -38,48 +48,79 @@ def ingest(
     lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run one ingest of `feed_path` into the index in `workspace`; returns the run summary."""
+    settings = load_settings(config_path, {"embedding": {"model": embedding_model}} if embedding_model else None)
+    limit = settings.ingest.concurrency_limit
+    # the global limit queues a second ingest visibly in the UI; the ledger lock (below) is what
+    # makes two writers impossible even without a Prefect server-side limit
+    slot = concurrency(limit, occupy=1, timeout_seconds=lock_wait_s or None) if limit else contextlib.nullcontext()
+    with slot:
+        return _ingest(feed_path, workspace, settings, source_kind, feed_name, lock_wait_s)
+
+
+def _ingest(feed_path: str, workspace: str, settings: Any, source_kind: str, feed_name: str | None, lock_wait_s: float) -> dict[str, Any]:
     log = get_run_logger()
-    overrides = {"embedding": {"model": embedding_model}} if embedding_model else None
-    settings = load_settings(config_path, overrides)
     kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
     ctx = open_index(workspace, settings)
     run_id = str(flow_run.get_id() or new_run_id())
     owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
-    ctx.ledger.start_run(run_id, feed_name or Path(feed_path).resolve().name, str(feed_path))
+    feed = feed_name or Path(feed_path).resolve().name
+    prev = ctx.ledger.latest_snapshot(ctx.collection)
+    ctx.ledger.start_run(run_id, feed, str(feed_path))
     timings: dict[str, float] = {}
     totals = BatchCounts()
     files: list[str] = []
+    reasons: list[str] = []
+    at: dict[str, str | None] = {"stage": "scan", "unit": None}
 
     def timed(stage: str, fn: Any, *args: Any) -> Any:
+        at["stage"] = stage
         t = time.perf_counter()
         try:
             return fn(*args)
         finally:
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t
 
+    runner = task_runner_for(settings.runner)
     try:
-        sp = timed("scan", scan_source, ctx, feed_path, kind, feed_name)
-        for unit in sp.units:
-            res = timed("validate", validate_batch, ctx, unit, sp.feed, run_id)
-            plan = timed("plan", plan_changes, ctx, res.good, sp.feed, unit.snapshot_deletes)
-            cp = timed("chunk", chunk_documents, ctx, plan, run_id)
-            vectors = timed("embed", embed_chunks, ctx, cp, unit.label)
-            timed("store", write_index, ctx, cp, vectors)
-            timed("ledger", commit_ledger, ctx, cp, res.bad, unit.applied_file)
-            totals = add_counts(totals, plan, cp, res)
-            if unit.applied_file:
-                files.append(unit.label)
-        manifest = timed("snapshot", publish_snapshot_task, ctx, run_id)
+        with runner if runner is not None else contextlib.nullcontext():
+            sp = timed("scan", scan_source, ctx, feed_path, kind, feed_name)
+            feed = sp.feed
+            for unit in sp.units:
+                at["unit"] = unit.label
+                res = timed("validate", validate_batch, ctx, unit, sp.feed, run_id)
+                plan = timed("plan", plan_changes, ctx, res.good, sp.feed, unit.snapshot_deletes)
+                cp = timed("chunk", chunk_documents, ctx, plan, run_id)
+                if runner is None:
+                    vectors = timed("embed", embed_chunks, ctx, cp, unit.label)
+                else:
+                    vectors = timed("embed", embed_chunks_fanout, ctx, cp, runner)
+                timed("store", write_index, ctx, cp, vectors)
+                timed("ledger", commit_ledger, ctx, cp, res.bad, unit.applied_file)
+                totals = add_counts(totals, plan, cp, res)
+                reasons += [q.reason for q in res.bad]
+                if unit.applied_file:
+                    files.append(unit.label)
+            at["unit"] = None
+            manifest = timed("snapshot", publish_snapshot_task, ctx, run_id)
         summary = {
             "run_id": run_id, "feed": sp.feed, "source_kind": kind, "counts": totals.model_dump(),
             "snapshot": manifest, "timings_s": timings, "files": files, "changed_after_apply": sp.changed_after_apply,
         }
         publish_run_report(summary)
+        spike = quarantine_spike(totals.received, totals.quarantined, reasons, settings.ingest.quarantine_spike_fraction)
+        if spike:
+            emit_quarantine_spike({**spike, "feed": sp.feed, "files": ", ".join(files) or "-",
+                                   "snapshot_id": manifest["snapshot_id"], "workspace": str(workspace)})
         ctx.ledger.finish_run(run_id, "completed", totals.model_dump(), snapshot_id=manifest["snapshot_id"])
         log.info("ingest of %s done: snapshot %s", sp.feed, manifest["snapshot_id"][:12])
         return summary
+    except Exception as e:
+        msg = failure_message(feed, _STAGE_TASK.get(at["stage"] or "", at["stage"] or "?"), at["unit"],
+                              prev["snapshot_id"] if prev else None, files, e)
+        ctx.ledger.finish_run(run_id, "failed", totals.model_dump(), error=msg[:2000])
+        raise IngestFailed(msg) from e
     except BaseException as e:
-        ctx.ledger.finish_run(run_id, "failed", totals.model_dump(), error=str(e)[:2000])
+        ctx.ledger.finish_run(run_id, "failed", totals.model_dump(), error=f"{type(e).__name__}: {e}"[:2000])
         raise
     finally:
         ctx.ledger.release_lock(ctx.collection, owner)

@@ -5,7 +5,8 @@ plain-Python driver that applies them. The Prefect flow walks the same units wit
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,29 @@ def ingest_path(
     timings["total"] = time.perf_counter() - t0
     return {"run_id": run_id, "feed": sp.feed, "counts": totals.model_dump(), "snapshot": manifest, "timings_s": timings,
             "changed_after_apply": sp.changed_after_apply}
+
+
+class IngestFailed(RuntimeError):
+    """An ingest run stopped. The message is what on-call reads first: where it stopped, what the
+    index still serves, and that a re-run resumes after the last committed batch."""
+
+
+def failure_message(feed: str, task: str, unit: str | None, last_snapshot: str | None, committed: Sequence[str], exc: BaseException) -> str:
+    """One paragraph naming the failing task, the batch, the last published snapshot and the error."""
+    err = f"{type(exc).__name__}: {exc}".strip()
+    if len(err) > 800:
+        err = err[:800] + " …"
+    where = f" on {unit}" if unit else ""
+    done = f"; {len(committed)} batch file(s) of this run were committed before it ({', '.join(committed[:5])})" if committed else ""
+    snap = last_snapshot[:16] if last_snapshot else "none yet"
+    return (f"ingest of feed '{feed}' failed in task {task}{where} -- index still at snapshot {snap}{done}; "
+            f"a re-run resumes after the last committed batch. Error: {err}")
+
+
+def quarantine_spike(received: int, quarantined: int, reasons: Sequence[str], threshold: float) -> dict[str, Any] | None:
+    """The payload of a quarantine-spike event when the run's quarantined share exceeds `threshold`."""
+    if received <= 0 or quarantined / received <= threshold:
+        return None
+    top = Counter(r[:100] for r in reasons).most_common(3)
+    return {"received": received, "quarantined": quarantined, "rate": round(quarantined / received, 4), "threshold": threshold,
+            "top_reasons": "; ".join(f"{r} ({n})" for r, n in top) or "-"}

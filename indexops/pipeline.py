@@ -438,18 +438,24 @@ def chunk_batch(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPlan:
 # ------------------------------------------------------------------------------------------
 
 
+def distinct_embed_texts(chunks: Sequence[Chunk]) -> list[str]:
+    """Each distinct embed text once, in first-seen order (identical texts are encoded once)."""
+    return list(dict.fromkeys(c.embed_text for c in chunks))
+
+
+def vectors_by_chunk(chunks: Sequence[Chunk], texts: Sequence[str], vecs: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """Map the vectors of `distinct_embed_texts(chunks)` back to every chunk id."""
+    at = {t: i for i, t in enumerate(texts)}
+    rows = vecs.tolist() if hasattr(vecs, "tolist") else list(vecs)
+    return {c.chunk_id: rows[at[c.embed_text]] for c in chunks}
+
+
 def embed_chunks(ctx: IndexContext, chunks: Sequence[Chunk], progress: ProgressFn | None = None) -> dict[str, list[float]]:
     """Dense vectors keyed by chunk id; each distinct embed text is encoded once."""
     if not chunks:
         return {}
-    uniq: dict[str, int] = {}
-    texts: list[str] = []
-    for c in chunks:
-        if c.embed_text not in uniq:
-            uniq[c.embed_text] = len(texts)
-            texts.append(c.embed_text)
-    vecs = ctx.embedder.embed(texts, progress=progress)
-    return {c.chunk_id: vecs[uniq[c.embed_text]].tolist() for c in chunks}
+    texts = distinct_embed_texts(chunks)
+    return vectors_by_chunk(chunks, texts, ctx.embedder.embed(texts, progress=progress))
 
 
 # ------------------------------------------------------------------------------------------

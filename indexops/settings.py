@@ -83,6 +83,22 @@ class LedgerSettings(_Strict):
 class IngestSettings(_Strict):
     batch_docs: int = Field(500, gt=0, description="documents per unit of work for snapshot and BEIR sources")
     upsert_batch: int = Field(256, gt=0, description="points per store write")
+    quarantine_spike_fraction: float = Field(
+        0.02, ge=0, le=1, description="a run quarantining more than this share of records emits a quarantine-spike event"
+    )
+    concurrency_limit: str | None = Field(
+        "indexops-ingest", description="Prefect global concurrency limit every ingest occupies (created by `make deploy`)"
+    )
+
+
+class RunnerSettings(_Strict):
+    """Where embedding fans out: in the flow process, or through a Prefect task runner on a cluster."""
+
+    kind: Literal["sequential", "dask", "ray"] = "sequential"
+    address: str | None = Field(None, description="existing cluster (tcp://scheduler:8786, ray://head:10001); None starts a local one")
+    n_workers: int = Field(2, gt=0, description="workers of a local Dask cluster")
+    threads_per_worker: int = Field(1, gt=0)
+    embed_batch: int = Field(256, gt=0, description="texts per fanned-out embedding task")
 
 
 class RetrievalSettings(_Strict):
@@ -113,6 +129,39 @@ class RegressionSettings(_Strict):
     seed: int = 0
 
 
+class DriftSettings(_Strict):
+    alpha: float = Field(0.01, gt=0, lt=1, description="a two-sample drift test with p below this alerts")
+    warn_alpha: float = Field(0.05, gt=0, lt=1, description="a two-sample drift test with p below this warns")
+    permutations: int = Field(500, ge=19, description="permutations per two-sample test")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the retrieval confidence intervals")
+    seed: int = 0
+    max_sample: int = Field(300, ge=10, description="documents, chunks or queries drawn per side of a test")
+    baseline: Literal["pinned", "first"] = Field(
+        "pinned", description="corpus baseline: the pinned eval's snapshot (else the first), or the first snapshot; --since overrides"
+    )
+    retrieval_metrics: list[str] = Field(default_factory=lambda: ["recall@10", "recall@100", "ndcg@10", "mrr@10"])
+    regressions_shown: int = Field(25, ge=0, description="rows of the per-query regressions table")
+    quarantine_warn: float = Field(0.05, ge=0, le=1, description="quarantined share of received records that warns")
+    quarantine_alert: float = Field(0.2, ge=0, le=1)
+    duplicate_warn: float = Field(0.2, ge=0, le=1, description="exact+near duplicate share of received records that warns")
+    duplicate_alert: float = Field(0.5, ge=0, le=1)
+    deleted_warn: float = Field(0.1, ge=0, le=1, description="share of the baseline's documents deleted since that warns")
+    deleted_alert: float = Field(0.3, ge=0, le=1)
+    oov_warn: float = Field(0.25, ge=0, le=1, description="out-of-vocabulary share that warns when also significant against document splits")
+    oov_alert: float = Field(0.5, ge=0, le=1)
+    top_terms: int = Field(10, ge=0, description="rising and falling terms listed")
+    term_smoothing: float = Field(0.5, gt=0, description="pseudo-count of the term log-ratios")
+    freshness_warn_hours: float = Field(36.0, gt=0, description="hours since a feed's last successful ingest that warn")
+    freshness_alert_hours: float = Field(72.0, gt=0)
+    query_log: Path | None = Field(None, description="JSONL of production queries: {\"query\": ..., \"timestamp\": ...}")
+    labeled_queries: Path | None = Field(None, description="labeled queries file; default: the latest eval's query set")
+    query_window_days: float = Field(7.0, gt=0, description="recent = the log's last N days (or since --since)")
+    coverage_threshold: float = Field(0.5, ge=-1, le=1, description="cosine to the nearest labeled query under which a query is not covered")
+    coverage_warn: float = Field(0.1, ge=0, le=1, description="uncovered share that warns")
+    coverage_alert: float = Field(0.25, ge=0, le=1)
+    redact: bool = Field(True, description="replace e-mails, phone numbers, IBANs, card numbers and IPs before text reaches a report")
+
+
 class Settings(_Strict):
     chunking: ChunkingSettings = ChunkingSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
@@ -122,9 +171,11 @@ class Settings(_Strict):
     store: StoreSettings = StoreSettings()
     ledger: LedgerSettings = LedgerSettings()
     ingest: IngestSettings = IngestSettings()
+    runner: RunnerSettings = RunnerSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     eval: EvalSettings = EvalSettings()
     regression: RegressionSettings = RegressionSettings()
+    drift: DriftSettings = DriftSettings()
 
 
 _ENV_OVERRIDES = {
@@ -132,6 +183,8 @@ _ENV_OVERRIDES = {
     "INDEXOPS_STORE_BACKEND": ("store", "backend"),
     "INDEXOPS_STORE_URL": ("store", "url"),
     "INDEXOPS_LEDGER_URL": ("ledger", "url"),
+    "INDEXOPS_RUNNER": ("runner", "kind"),
+    "INDEXOPS_RUNNER_ADDRESS": ("runner", "address"),
 }
 
 

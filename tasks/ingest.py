@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from functools import lru_cache
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -11,6 +12,8 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from indexops import pipeline
+from indexops.embedders import make_embedder
+from indexops.settings import RunnerSettings
 from indexops.ingest import SourcePlan, WorkUnit, plan_source, validate_unit
 from indexops.models import BatchCounts, FeedRecord, Quarantined
 from indexops.pipeline import BatchPlan, ChunkPlan, IndexContext
@@ -107,6 +110,48 @@ def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> dict[str, list
     return vecs
 
 
+@lru_cache(maxsize=2)
+def _worker_embedder(model: str, dim: int, batch_size: int, device: str, normalize: bool) -> Any:
+    """One model load per worker process, however many encode tasks it runs."""
+    return make_embedder(model, dim=dim, batch_size=batch_size, device=device, normalize=normalize)
+
+
+@task(name="encode_texts", cache_policy=NO_CACHE, timeout_seconds=3600, retries=1, retry_delay_seconds=5)
+def encode_texts(texts: list[str], embedding: dict[str, Any]) -> list[list[float]]:
+    """Encode one slice of texts on whichever worker the task runner picked."""
+    return _worker_embedder(**embedding).embed(texts).tolist()
+
+
+def task_runner_for(runner: RunnerSettings) -> Any:
+    """The Prefect task runner the config names, or None to encode in the flow process."""
+    if runner.kind == "sequential":
+        return None
+    if runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if runner.address:
+            return DaskTaskRunner(address=runner.address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_workers, "threads_per_worker": runner.threads_per_worker,
+                                              "processes": True, "dashboard_address": None})
+    from prefect_ray import RayTaskRunner  # type: ignore[import-not-found]  # optional: pip install prefect-ray
+
+    return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
+
+
+def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> dict[str, list[float]]:
+    """Encode new chunks as `encode_texts` tasks spread over the task runner's workers."""
+    if not cp.to_embed:
+        return {}
+    texts = pipeline.distinct_embed_texts(cp.to_embed)
+    e = ctx.settings.embedding
+    cfg = {"model": e.model, "dim": e.dim, "batch_size": e.batch_size, "device": e.device, "normalize": e.normalize}
+    step = ctx.settings.runner.embed_batch
+    futures = [runner.submit(encode_texts, parameters={"texts": texts[i : i + step], "embedding": cfg}) for i in range(0, len(texts), step)]
+    vecs = [row for f in futures for row in f.result()]
+    get_run_logger().info("embedded %d chunks in %d task(s) on %s", len(cp.to_embed), len(futures), type(runner).__name__)
+    return pipeline.vectors_by_chunk(cp.to_embed, texts, vecs)
+
+
 @task(name="write_index", cache_policy=NO_CACHE, timeout_seconds=1800, **IO_RETRY)
 def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: dict[str, list[float]]) -> dict[str, int]:
     """Upsert and delete points in Qdrant (idempotent, before the ledger commit)."""
@@ -139,6 +184,18 @@ def publish_run_report(summary: dict[str, Any]) -> None:
     """Markdown artifact with the run's counts, snapshot id and time per stage."""
     key = "ingest-" + "".join(ch if ch.isalnum() else "-" for ch in summary["feed"].lower()).strip("-")[:50]
     create_markdown_artifact(markdown=ingest_markdown(summary), key=key or "ingest", description=f"ingest of {summary['feed']}")
+
+
+def emit_quarantine_spike(payload: dict[str, Any]) -> None:
+    """A custom Prefect event the quarantine-spike automation listens for (the data team is told)."""
+    from prefect.events import emit_event
+
+    from indexops.operations import QUARANTINE_SPIKE_EVENT
+
+    emit_event(event=QUARANTINE_SPIKE_EVENT, resource={"prefect.resource.id": f"indexops.feed.{payload['feed']}",
+                                                       "prefect.resource.name": payload["feed"]}, payload=payload)
+    get_run_logger().warning("quarantine spike in feed %s: %d of %d records quarantined (%.1f%% > %.1f%%)", payload["feed"],
+                             payload["quarantined"], payload["received"], 100 * payload["rate"], 100 * payload["threshold"])
 
 
 def add_counts(total: BatchCounts, plan: BatchPlan, cp: ChunkPlan, res: ValidationResult) -> BatchCounts:

@@ -106,7 +106,9 @@ def prefect_server():
     """`prefect server start` on a free loopback port for the whole session; yields the API URL."""
     port = free_port()
     env = dict(os.environ, PREFECT_HOME=_PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false" if os.environ.get("INDEXOPS_TEST_NO_UI") else "true")
+               PREFECT_UI_ENABLED="false" if os.environ.get("INDEXOPS_TEST_NO_UI") else "true",
+               PREFECT_UI_URL=f"http://127.0.0.1:{port}",  # links in alerts point at this UI
+               PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api")  # the UI's own calls (default: port 4200)
     env.pop("PREFECT_API_URL", None)
     log = open(Path(_PREFECT_HOME) / "server.log", "wb")
     prefect_bin = str(Path(sys.executable).parent / "prefect")

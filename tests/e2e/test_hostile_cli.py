@@ -3,9 +3,10 @@
 One scenario, run once for the module: a first ingest of every kind of bad line beside good
 ones (it succeeds: bad lines become quarantine rows with a reason), then a second ingest with a
 replayed batch, a late (out-of-order) batch, a batch rewritten after it was applied and an
-unreadable Parquet file (it fails with one clear paragraph). Fake alerting secrets sit in the
-environment throughout; the last test proves they reach neither the workspace, nor the output,
-nor Prefect.
+unreadable Parquet file (it fails with one clear paragraph). Fake alerting secrets (a webhook URL,
+an SMTP password) sit in the environment throughout and `alerts setup` wires them into Prefect
+notification blocks before the failing run; the last test proves they reach neither the workspace,
+the CLI output, the drift report, the run logs, artifacts and automations, nor the server log.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from indexops.ledger import Ledger
-from tests.conftest import REPO, write_jsonl
+from tests.conftest import _PREFECT_HOME, REPO, write_jsonl
 
 HOSTILE = REPO / "tests" / "data" / "hostile"
 CLI = [sys.executable, "-m", "indexops.cli"]
@@ -61,6 +64,14 @@ def scenario(prefect_server, tmp_path_factory):
 
     out = {"root": root, "feed": feed, "ws": ws, "procs": {}, "started": datetime.now(timezone.utc)}
     out["procs"]["first"] = cli("ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg), "--json")
+    # alerts wired to the planted secrets (by reference), so the failing run below pages through them
+    ops = root / "operations.yaml"
+    email = {"kind": "email", "smtp_server": "smtp.example.invalid", "smtp_username": "alerts@example.invalid",
+             "smtp_password": "env:INDEXOPS_SMTP_PASSWORD", "from_addr": "alerts@example.invalid", "to": ["data@example.invalid"]}
+    ops.write_text(json.dumps({"feeds": [], "alerts": {
+        "channels": {"oncall": [{"kind": "webhook", "url": "env:INDEXOPS_ALERT_WEBHOOK_URL"}], "owners": [email], "data_team": [email]},
+        "nightly_stale": {"channel": "oncall", "enabled": False}, "ingest_stale": {"channel": "oncall", "enabled": False}}}))
+    out["procs"]["alerts setup"] = cli("alerts", "setup", "--config", str(ops))
 
     # second run: a replayed batch under a new name, a late batch sorting before the cursor, an
     # applied batch rewritten in place, and last a Parquet file without an id column
@@ -72,7 +83,16 @@ def scenario(prefect_server, tmp_path_factory):
     out["procs"]["second"] = cli("ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg))
     out["procs"]["quarantine"] = cli("quarantine", "list", "--workspace", str(ws), "--json")
     out["procs"]["reconcile"] = cli("reconcile", "--workspace", str(ws), "--config", str(cfg), "--json")
-    return out
+    out["report"] = root / "report"
+    out["procs"]["report"] = cli("report", "--workspace", str(ws), "--out", str(out["report"]), "--config", str(cfg))
+    yield out
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as c:
+        for a in c.read_automations():
+            if "indexops" in (a.tags or []):
+                c.delete_automation(a.id)
 
 
 def _ok(p: subprocess.CompletedProcess) -> str:
@@ -193,9 +213,30 @@ def test_secrets_in_the_environment_reach_neither_workspace_nor_output_nor_prefe
     texts.update(asyncio.run(_prefect_texts(str(scenario["ws"]), scenario["started"])))
     assert any(k.startswith("flow run") for k in texts) and any(k.startswith("logs") for k in texts)
     assert any(k.startswith("artifact") for k in texts)
+    _ok(scenario["procs"]["alerts setup"])
+    _ok(scenario["procs"]["report"])
+    report_files = sorted(scenario["report"].glob("drift-report.*"))
+    assert [f.suffix for f in report_files] == [".html", ".json"]
+    for f in report_files:
+        texts[f"report {f.name}"] = f.read_text()
+    texts.update(_prefect_alert_objects())
+    time.sleep(3)  # the failing run's notification attempt (to the planted, unresolvable URL) is logged by now
+    texts["prefect server log"] = (Path(_PREFECT_HOME) / "server.log").read_text(errors="replace")
     for where, text in texts.items():
         for secret in needles:
             assert secret not in text, f"secret leaked into {where}"
+
+
+def _prefect_alert_objects() -> dict[str, str]:
+    """Automations and notification blocks as the API and UI show them (secret fields obfuscated)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as c:
+        autos = [a for a in c.read_automations() if "indexops" in (a.tags or [])]
+        blocks = [b for b in c.read_block_documents(include_secrets=False) if (b.name or "").startswith("indexops-")]
+    assert autos and blocks
+    return {"automations": json.dumps([a.model_dump(mode="json") for a in autos]),
+            "notification blocks": json.dumps([b.model_dump(mode="json") for b in blocks])}
 
 
 async def _prefect_texts(workspace: str, started) -> dict[str, str]:

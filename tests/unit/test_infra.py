@@ -23,6 +23,17 @@ def test_compose_services_are_pinned_and_health_checked():
     assert {"pgdata", "qdrant"} <= set(c["volumes"])
     env = c["services"]["worker"]["environment"]
     assert env["INDEXOPS_STORE_BACKEND"] == "qdrant"
+    assert env["INDEXOPS_RUNNER"] == "dask" and env["INDEXOPS_RUNNER_ADDRESS"].startswith("tcp://dask-scheduler:")
+    assert {"dask-scheduler", "dask-worker"} <= set(c["services"])
+
+
+def test_env_selects_the_dask_runner(monkeypatch):
+    from indexops.settings import load_settings
+
+    monkeypatch.setenv("INDEXOPS_RUNNER", "dask")
+    monkeypatch.setenv("INDEXOPS_RUNNER_ADDRESS", "tcp://dask-scheduler:8786")
+    r = load_settings().runner
+    assert (r.kind, r.address) == ("dask", "tcp://dask-scheduler:8786")
 
 
 def test_helm_values_describe_a_replicated_cluster_and_a_k8s_pool():

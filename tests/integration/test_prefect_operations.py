@@ -1,0 +1,295 @@
+"""Operating indexops in Prefect, against a real `prefect server start` on a loopback port:
+`prefect deploy` of every deployment, a failing deployment run paging a loopback webhook through
+an automation, the proactive (staleness) automation, and idempotent `alerts setup`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, free_port, write_jsonl
+
+BIN = Path(sys.executable).parent
+HASHING = REPO / "configs" / "hashing.yaml"
+CAPTURE = REPO / "tests" / "artifacts" / "captured-alert.json"
+
+
+class Receiver:
+    """A loopback webhook endpoint that records every POST body (what on-call's pager would get)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        received = self.bodies
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received.append(json.loads(raw or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):  # quiet
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def wait(self, n: int, timeout: float) -> list[dict]:
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.bodies) < n:
+            time.sleep(0.25)
+        return list(self.bodies)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _env(api: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, PREFECT_API_URL=api, **extra)
+    return env
+
+
+def _run(args: list[str], api: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    p = subprocess.run(args, cwd=REPO, env=_env(api, **env), capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{args}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def _ops_yaml(tmp_path: Path, **over) -> Path:
+    base = yaml.safe_load((REPO / "configs" / "operations.yaml").read_text())
+    base.update(over)
+    p = tmp_path / "operations.yaml"
+    p.write_text(yaml.safe_dump(base))
+    return p
+
+
+def _automations(api: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        return [a for a in c.read_automations() if "indexops" in (a.tags or [])]
+
+
+def _cleanup(api: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        for a in c.read_automations():
+            if "indexops" in (a.tags or []):
+                c.delete_automation(a.id)
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server):
+    """What `make deploy` does before starting a worker: check, prepare, `prefect deploy --all`."""
+    _run([str(BIN / "indexops"), "deployments", "render", "--check"], prefect_server)
+    _run([str(BIN / "indexops"), "deployments", "prepare"], prefect_server)
+    _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"], prefect_server, timeout=600)
+    return prefect_server
+
+
+def test_prefect_deploy_registers_every_deployment_with_its_schedule(deployed, prefect_api):
+    from prefect.client.orchestration import get_client
+
+    from indexops.operations import deployment_specs, load_operations
+
+    ops = load_operations(REPO / "configs" / "operations.yaml")
+    specs = deployment_specs(ops)
+    assert {s["name"] for s in specs} >= {"ingest-helpcenter", "evaluate-live", "nightly_regression-live", "drift_report-daily", "maintenance-weekly"}
+    with get_client(sync_client=True) as c:
+        for s in specs:
+            flow_name = s["entrypoint"].rsplit(":", 1)[1]
+            d = c.read_deployment_by_name(f"{flow_name}/{s['name']}")
+            assert d.work_pool_name == ops.work_pool
+            assert set(s["tags"]) <= set(d.tags)
+            assert d.parameters == s["parameters"]
+            (sched,) = d.schedules
+            want = s["schedules"][0]
+            got = sched.schedule
+            if "cron" in want:
+                assert (got.cron, got.timezone) == (want["cron"], ops.timezone)
+            else:
+                assert (got.interval.total_seconds(), got.timezone) == (want["interval"], ops.timezone)
+        assert c.read_global_concurrency_limit_by_name("indexops-ingest").limit == 1
+    nightly = next(s for s in specs if s["name"] == "nightly_regression-live")
+    assert nightly["schedules"][0]["cron"] == "0 2 * * *"
+
+
+def test_failing_ingest_deployment_pages_once_with_what_on_call_needs(prefect_api, tmp_path, receiver):
+    """A deployment run that fails in validate_batch reaches the loopback webhook exactly once
+    within 30 s; the message names flow, deployment, task, error, feed, snapshot and the run's URL."""
+    feed, ws = tmp_path / "feed" / "payments", tmp_path / "ws"
+    write_jsonl(feed / "000001-good.jsonl", [{"id": f"p{i}", "text": f"refund policy {i} for card payments"} for i in range(6)])
+    # the first ingest (no deployment) succeeds and publishes a snapshot
+    code = ("import json\nfrom flows.ingest import ingest\n"
+            f"s = ingest(feed_path={str(feed)!r}, workspace={str(ws)!r}, config_path={str(HASHING)!r}, feed_name='payments')\n"
+            "print(json.dumps(s['snapshot']['snapshot_id']))")
+    sid = json.loads(_run([sys.executable, "-c", code], prefect_api).stdout.strip().splitlines()[-1])
+    # then a batch arrives that is mostly broken: validation rejects it and the run fails
+    write_jsonl(feed / "000002-broken.jsonl", [{"title": "no id"}, {"id": 5, "text": None}, {"id": "p9", "text": "fine"}])
+
+    pool = f"pool-{free_port()}"
+    ops = _ops_yaml(tmp_path, work_pool=pool, workspace=str(ws), config_path=str(HASHING),
+                    feeds=[{"name": "payments", "path": str(feed), "interval_minutes": 60}])
+    dep_file = tmp_path / "prefect.yaml"
+    _run([str(BIN / "indexops"), "deployments", "render", "--config", str(ops), "--out", str(dep_file)], prefect_api)
+    _run([str(BIN / "indexops"), "deployments", "prepare", "--config", str(ops)], prefect_api)
+    _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(dep_file), "--name", "ingest-payments"], prefect_api, timeout=600)
+    try:
+        _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops), "--webhook-url", receiver.url], prefect_api)
+        _run([str(BIN / "prefect"), "deployment", "run", "ingest/ingest-payments"], prefect_api)
+        t0 = time.time()
+        worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--run-once"], cwd=REPO,
+                                env=_env(prefect_api), capture_output=True, text=True, timeout=300)
+        assert "validate_batch" in (worker.stdout + worker.stderr), worker.stdout[-3000:] + worker.stderr[-3000:]
+        got = receiver.wait(1, 30)
+        elapsed = time.time() - t0
+        assert got, f"no alert reached the webhook within 30 s of the run ending ({elapsed:.0f} s)"
+        time.sleep(5)  # a second alert (duplicate action, Crashed after Failed) would arrive by now
+        assert len(receiver.bodies) == 1, receiver.bodies
+        body, subject = got[0]["body"], got[0]["subject"]
+        assert "ingest Failed" in subject and "ingest-payments" in subject
+        for needed in ("ingest", "Deployment: ingest-payments", "validate_batch", "000002-broken.jsonl", "Feed: payments",
+                       sid[:16], "threshold", "/runs/flow-run/"):
+            assert needed in body, f"{needed!r} missing from the alert:\n{body}"
+        assert receiver.url not in json.dumps(got)
+        CAPTURE.parent.mkdir(parents=True, exist_ok=True)
+        CAPTURE.write_text(json.dumps(got[0], indent=2))
+    finally:
+        _cleanup(prefect_api)
+
+
+def test_proactive_automation_fires_when_nothing_completes(prefect_api, tmp_path, receiver):
+    """The 'no nightly regression for 26 h' automation, with its window shortened to 10 s."""
+    alerts = yaml.safe_load((REPO / "configs" / "operations.yaml").read_text())["alerts"]
+    alerts.update(nightly_stale_after_s=10, ingest_failed={"channel": "oncall", "enabled": False},
+                  nightly_failed={"channel": "owners", "enabled": False}, quarantine_spike={"channel": "data_team", "enabled": False},
+                  ingest_stale={"channel": "oncall", "enabled": False})
+    ops = _ops_yaml(tmp_path, alerts=alerts, feeds=[])
+    try:
+        _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops), "--webhook-url", receiver.url], prefect_api)
+        got = receiver.wait(1, 90)
+        assert got, "the proactive automation did not fire within 90 s of a 10 s window"
+        assert "no completed nightly regression" in got[0]["subject"]
+        assert "stale" in got[0]["body"]
+    finally:
+        _cleanup(prefect_api)
+
+
+def test_alerts_setup_twice_creates_no_duplicates(prefect_api, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    ops = _ops_yaml(tmp_path)
+    env = {"INDEXOPS_ONCALL_SLACK_WEBHOOK": "https://hooks.slack.com/services/T000/B000/XXXXSECRET",
+           "INDEXOPS_ONCALL_WEBHOOK": "https://pager.example.com/hook/SECRET-TOKEN",
+           "INDEXOPS_OWNERS_TEAMS_WEBHOOK": ("https://prod-01.westus.logic.azure.com:443/workflows/abc123/triggers/manual/paths/invoke"
+                                             "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=SECRETSIG"),
+           "INDEXOPS_SMTP_PASSWORD": "smtp-SECRET-pw"}
+    try:
+        first = _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops)], prefect_api, **env)
+        assert "created" in first.stdout
+        before = sorted(a.name for a in _automations(prefect_api))
+        second = _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops)], prefect_api, **env)
+        assert "created" not in second.stdout and "updated" in second.stdout
+        after = sorted(a.name for a in _automations(prefect_api))
+        assert before == after and len(after) == len(set(after)) == 5
+        for out in (first, second):  # the CLI never echoes a secret
+            assert not any(v in out.stdout + out.stderr for v in env.values())
+        with get_client(sync_client=True) as c:
+            docs = [b for b in c.read_block_documents(include_secrets=False) if b.name and b.name.startswith("indexops-")]
+        names = [b.name for b in docs]
+        assert len(names) == len(set(names)) == 4
+        assert not any(v in json.dumps([b.model_dump(mode="json") for b in docs]) for v in env.values())
+    finally:
+        _cleanup(prefect_api)
+
+
+def test_alerts_setup_names_a_missing_secret_without_a_traceback(prefect_api, tmp_path):
+    ops = _ops_yaml(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INDEXOPS_")}
+    p = subprocess.run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops)], cwd=REPO, capture_output=True, text=True,
+                       env=dict(env, PREFECT_API_URL=prefect_api), timeout=120)
+    assert p.returncode == 2
+    assert "INDEXOPS_ONCALL_SLACK_WEBHOOK is not set" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_quarantine_spike_event_reaches_the_data_team(prefect_api, tmp_path, receiver):
+    """1 bad record in 10 lands the other 9 (under the 25% rejection threshold) but is a spike
+    over the 2% alert threshold: the ingest flow emits the custom event, the automation forwards it."""
+    cfg = yaml.safe_load(HASHING.read_text())
+    cfg["validation"] = {"max_bad_fraction": 0.25}
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump(cfg))
+    feed, ws = tmp_path / "feed" / "kb", tmp_path / "ws"
+    write_jsonl(feed / "000001-a.jsonl", [{"id": f"k{i}", "text": f"knowledge base article {i}"} for i in range(9)] + [{"id": "k9", "text": ""}])
+    alerts = yaml.safe_load((REPO / "configs" / "operations.yaml").read_text())["alerts"]
+    alerts.update(nightly_stale={"channel": "oncall", "enabled": False}, ingest_stale={"channel": "oncall", "enabled": False})
+    ops = _ops_yaml(tmp_path, alerts=alerts, feeds=[])
+    try:
+        _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops), "--webhook-url", receiver.url], prefect_api)
+        _run([str(BIN / "indexops"), "ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(settings)], prefect_api)
+        got = receiver.wait(1, 30)
+        assert got, "no quarantine-spike alert within 30 s"
+        assert "quarantine spike in feed kb" in got[0]["subject"]
+        assert "1 of 10 records quarantined (10.0%, threshold 2.0%)" in got[0]["body"]
+        assert "000001-a.jsonl" in got[0]["body"] and "/runs/flow-run/" in got[0]["body"]
+    finally:
+        _cleanup(prefect_api)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium not installed (apt-get install chromium; .ci/run does)")
+def test_prefect_ui_shows_the_deployments_and_the_latest_ingest_artifact(deployed, prefect_api, tmp_path):
+    """Headless Chromium on the real UI: the Deployments page lists ours, and the latest ingest
+    run's markdown artifact renders with its snapshot id."""
+    from playwright.sync_api import sync_playwright
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    feed = tmp_path / "feed" / "uifeed"
+    write_jsonl(feed / "000001-a.jsonl", [{"id": f"u{i}", "text": f"how to reset a password, variant {i}"} for i in range(4)])
+    code = ("import json\nfrom flows.ingest import ingest\n"
+            f"s = ingest(feed_path={str(feed)!r}, workspace={str(tmp_path / 'ws')!r}, config_path={str(HASHING)!r})\n"
+            "print(json.dumps(s['snapshot']['snapshot_id']))")
+    sid = json.loads(_run([sys.executable, "-c", code], prefect_api).stdout.strip().splitlines()[-1])
+    with get_client(sync_client=True) as c:
+        (art,) = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-uifeed"])), limit=1)
+    ui = prefect_api.removesuffix("/api")
+    shots = REPO / "tests" / "artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{ui}/deployments")
+            for name in ("ingest-helpcenter", "evaluate-live", "nightly_regression-live", "drift_report-daily", "maintenance-weekly"):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "prefect-ui-deployments.png"))
+            page.goto(f"{ui}/artifacts/artifact/{art.id}")
+            page.get_by_text(sid, exact=False).first.wait_for(timeout=30_000)
+            assert "documents (re)indexed" in page.inner_text("body")
+            page.screenshot(path=str(shots / "prefect-ui-ingest-artifact.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
