@@ -136,6 +136,8 @@ Where to look
   Try:  .venv/bin/indexops snapshot show --workspace {ws}
         .venv/bin/indexops quarantine list --workspace {ws}
         .venv/bin/indexops report --workspace {ws} --out {base / 'reports'} --config configs/demo.yaml
+  Schedule these flows on this data: make deploy   (deployments from configs/operations.yaml + a worker)
+  Page someone when ingest fails:     make alerts WEBHOOK_URL=https://hooks.example.com/...
   The server keeps running for the UI; stop it with: kill $(cat {base / 'prefect-server.pid'})""")
 
 

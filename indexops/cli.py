@@ -540,6 +540,8 @@ def alerts_setup(
         return
     for name, kind in rep.blocks.items():
         typer.echo(f"block       {name} ({kind})")
+    for name in rep.removed_blocks:
+        typer.echo(f"block       {name}: removed (no longer in the config)")
     for verb, names in (("created", rep.created), ("updated", rep.updated), ("removed", rep.removed)):
         for n in names:
             typer.echo(f"automation  {n}: {verb}")

@@ -820,7 +820,14 @@ class Ledger:
             return {d: v for d, v in c.execute(q)}
 
     def start_run(self, run_id: str, feed: str, source: str) -> None:
+        """Record a run. Called under the index lock, so an earlier run of the same feed and source
+        still marked running cannot be alive (it would hold the lock): it is marked crashed."""
         with self.engine.begin() as c:
+            c.execute(
+                update(runs).where(runs.c.status == "running", runs.c.feed == feed, runs.c.source == source).values(
+                    status="crashed", finished_at=utcnow(), error=f"the run ended without finishing (process killed?); found by run {run_id}"
+                )
+            )
             c.execute(insert(runs).values(run_id=run_id, feed=feed, source=source, status="running", started_at=utcnow()))
 
     def finish_run(self, run_id: str, status: str, counts: dict[str, Any] | None = None, error: str | None = None, snapshot_id: str | None = None) -> None:

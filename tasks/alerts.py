@@ -7,6 +7,7 @@ Secret values are resolved here and written only into secret block fields."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from indexops.operations import Destination, OperationsSettings, automation_spec
 from tasks.notification_blocks import SMTPEmail
 
 TAG = "indexops"
+OUR_BLOCK = re.compile(r"^indexops-[a-z0-9-]+-\d+-(slack|teams|webhook|email)$")
 
 
 class AlertsSetupError(RuntimeError):
@@ -32,6 +34,7 @@ class SetupReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    removed_blocks: list[str] = field(default_factory=list)
 
 
 def resolve_secret(ref: str) -> str:
@@ -105,4 +108,9 @@ def setup_alerts(ops: OperationsSettings) -> SetupReport:
             if TAG in (a.tags or []) and a.name not in wanted:
                 client.delete_automation(a.id)
                 rep.removed.append(a.name)
+        for b in client.read_block_documents(include_secrets=False):
+            # only notification blocks this command named (never a user's Secret block)
+            if b.name and OUR_BLOCK.match(b.name) and b.name not in rep.blocks:
+                client.delete_block_document(b.id)
+                rep.removed_blocks.append(b.name)
     return rep

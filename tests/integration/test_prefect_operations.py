@@ -207,7 +207,7 @@ def test_alerts_setup_twice_creates_no_duplicates(prefect_api, tmp_path):
            "INDEXOPS_SMTP_PASSWORD": "smtp-SECRET-pw"}
     try:
         first = _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops)], prefect_api, **env)
-        assert "created" in first.stdout
+        assert "created" in first.stdout  # (blocks of other configs set up earlier are removed)
         before = sorted(a.name for a in _automations(prefect_api))
         second = _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops)], prefect_api, **env)
         assert "created" not in second.stdout and "updated" in second.stdout
@@ -293,3 +293,74 @@ def test_prefect_ui_shows_the_deployments_and_the_latest_ingest_artifact(deploye
         finally:
             browser.close()
     assert not errors, errors
+
+
+def _kill_flow_run_process(flow_run_id: str, timeout: float = 60) -> int:
+    """SIGKILL the process the worker started for this flow run (found by its environment)."""
+    import signal
+
+    deadline = time.time() + timeout
+    needle = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    while time.time() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if needle in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    return int(proc.name)
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise AssertionError(f"no process of flow run {flow_run_id} found")
+
+
+def test_ingest_killed_with_sigkill_is_crashed_and_pages_once(prefect_api, tmp_path, receiver):
+    """An ingest process killed by the OOM killer or a node loss cannot report anything itself:
+    the worker marks the run Crashed and the same automation pages on-call."""
+    from prefect.client.orchestration import get_client
+
+    from indexops.pipeline import open_index
+    from indexops.settings import load_settings
+
+    cfg = yaml.safe_load(HASHING.read_text())
+    cfg["ingest"] = {"concurrency_limit": None}  # a killed holder's slot would stay leased for minutes
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump(cfg))
+    feed, ws = tmp_path / "feed" / "orders", tmp_path / "ws"
+    write_jsonl(feed / "000001-a.jsonl", [{"id": f"o{i}", "text": f"order status {i}"} for i in range(3)])
+    pool = f"pool-{free_port()}"
+    ops = _ops_yaml(tmp_path, work_pool=pool, workspace=str(ws), config_path=str(settings),
+                    feeds=[{"name": "orders", "path": str(feed), "interval_minutes": 60}])
+    dep_file = tmp_path / "prefect.yaml"
+    _run([str(BIN / "indexops"), "deployments", "render", "--config", str(ops), "--out", str(dep_file)], prefect_api)
+    _run([str(BIN / "indexops"), "deployments", "prepare", "--config", str(ops)], prefect_api)
+    _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(dep_file), "--name", "ingest-orders"], prefect_api, timeout=600)
+    ctx = open_index(ws, load_settings(settings))
+    owner = ctx.ledger.acquire_lock(ctx.collection)  # the run will sit waiting for this lock (lock_wait_s 60)
+    worker = None
+    try:
+        _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops), "--webhook-url", receiver.url], prefect_api)
+        out = _run([str(BIN / "prefect"), "deployment", "run", "ingest/ingest-orders"], prefect_api).stdout
+        run_id = out.split("UUID:")[1].split()[0].strip()
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--run-once"], cwd=REPO,
+                                  env=_env(prefect_api), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with get_client(sync_client=True) as c:
+            for _ in range(240):
+                if c.read_flow_run(run_id).state.is_running():
+                    break
+                time.sleep(0.5)
+        _kill_flow_run_process(run_id)
+        worker.wait(120)
+        got = receiver.wait(1, 30)
+        assert got, "no alert within 30 s of the kill"
+        time.sleep(5)
+        assert len(receiver.bodies) == 1, receiver.bodies
+        assert "ingest Crashed" in got[0]["subject"] and "Deployment: ingest-orders" in got[0]["body"]
+        assert "Feed: orders" in got[0]["body"] and f"/runs/flow-run/{run_id}" in got[0]["body"]
+    finally:
+        if worker and worker.poll() is None:
+            worker.kill()
+        ctx.ledger.release_lock(ctx.collection, owner)
+        ctx.close()
+        _cleanup(prefect_api)

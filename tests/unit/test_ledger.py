@@ -175,6 +175,16 @@ def test_runs(ledger):
     assert r["finished_at"] >= r["started_at"]
 
 
+def test_a_run_left_running_by_a_killed_process_is_marked_crashed_by_the_next(ledger):
+    ledger.start_run("killed", "news", "/feeds/news")  # SIGKILL: finish_run never happens
+    ledger.start_run("other-feed", "blog", "/feeds/blog")
+    ledger.start_run("next", "news", "/feeds/news")
+    runs = {r["run_id"]: r for r in ledger.list_runs()}
+    assert runs["killed"]["status"] == "crashed" and "found by run next" in runs["killed"]["error"]
+    assert runs["killed"]["finished_at"] is not None
+    assert runs["other-feed"]["status"] == runs["next"]["status"] == "running"
+
+
 def test_index_lock(ledger):
     owner = ledger.acquire_lock("col")
     with pytest.raises(LedgerBusy, match="is being ingested by"):
