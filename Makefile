@@ -68,9 +68,11 @@ alerts: install
 
 bench: install
 	$(BIN)/python bench/ingest_scifact.py
+	$(BIN)/python bench/encoder_backends.py
 
 bench-quick: install
 	$(BIN)/python bench/ingest_scifact.py --quick
+	$(BIN)/python bench/encoder_backends.py --quick
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

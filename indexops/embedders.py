@@ -230,8 +230,26 @@ class SentenceTransformerEmbedder:
         return out
 
 
-def make_embedder(model: str, *, dim: int = 384, batch_size: int = 64, device: str = "cpu", normalize: bool = True) -> Embedder:
-    """Build the embedder a config names: 'hashing' or any sentence-transformers model."""
+def make_embedder(
+    model: str, *, dim: int = 384, batch_size: int = 64, device: str = "cpu", normalize: bool = True, backend: str = "torch"
+) -> Embedder:
+    """Build the embedder a config names: 'hashing' or any sentence-transformers model.
+
+    Args:
+        backend: `torch` (sentence-transformers), `onnx` or `onnx-int8` (ONNX Runtime, CPU); the
+            hashing embedder ignores it.
+
+    Raises:
+        ValueError: an unknown backend, or an ONNX backend asked for a device other than cpu.
+    """
     if model == "hashing":
         return HashingEmbedder(dim=dim)
-    return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize)
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize)
+    if backend in ("onnx", "onnx-int8"):
+        if device != "cpu":
+            raise ValueError(f"embedding.backend {backend!r} runs on cpu only (device {device!r}); use backend torch")
+        from indexops.onnx_embedder import OnnxEmbedder
+
+        return OnnxEmbedder(model, backend=backend, batch_size=batch_size, normalize=normalize)  # type: ignore[arg-type]
+    raise ValueError(f"unknown embedding backend {backend!r}: torch, onnx or onnx-int8")

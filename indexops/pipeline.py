@@ -88,7 +88,7 @@ def open_index(workspace: str | Path, settings: Settings) -> IndexContext:
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)
     e = settings.embedding
-    embedder = make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize)
+    embedder = make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize, backend=e.backend)
     chunker = Chunker(settings.chunking, embedder.tokenizer(), tokenizer_id=embedder.fingerprint()[:16])
     bm25 = Bm25Encoder(settings.bm25)
     recipe = build_recipe(settings, embedder, chunker, bm25)
@@ -113,6 +113,8 @@ def open_collection(workspace: str | Path, collection: str, ledger_url: str | No
         led.close()
     if stored is None:
         raise LookupError(f"collection {collection!r} is not in the ledger of {workspace}")
+    # collections stored before `embedding.backend` existed were all encoded by torch
+    stored.setdefault("embedding", {}).setdefault("backend", "torch")
     settings = Settings.model_validate(stored)
     if ledger_url:
         settings.ledger.url = ledger_url

@@ -44,6 +44,10 @@ class EmbeddingSettings(_Strict):
     dim: int = Field(384, gt=0, description="vector size of the hashing embedder (real models report their own)")
     device: str = "cpu"
     normalize: bool = True
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx-int8",
+        description="onnx-int8 / onnx: ONNX Runtime on CPU, int8 or fp32 weights (exported once, cached); torch: sentence-transformers",
+    )
 
 
 class Bm25Settings(_Strict):

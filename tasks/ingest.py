@@ -111,9 +111,9 @@ def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> dict[str, list
 
 
 @lru_cache(maxsize=2)
-def _worker_embedder(model: str, dim: int, batch_size: int, device: str, normalize: bool) -> Any:
+def _worker_embedder(model: str, dim: int, batch_size: int, device: str, normalize: bool, backend: str = "torch") -> Any:
     """One model load per worker process, however many encode tasks it runs."""
-    return make_embedder(model, dim=dim, batch_size=batch_size, device=device, normalize=normalize)
+    return make_embedder(model, dim=dim, batch_size=batch_size, device=device, normalize=normalize, backend=backend)
 
 
 @task(name="encode_texts", cache_policy=NO_CACHE, timeout_seconds=3600, retries=1, retry_delay_seconds=5)
@@ -144,7 +144,8 @@ def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> dict[s
         return {}
     texts = pipeline.distinct_embed_texts(cp.to_embed)
     e = ctx.settings.embedding
-    cfg = {"model": e.model, "dim": e.dim, "batch_size": e.batch_size, "device": e.device, "normalize": e.normalize}
+    cfg = {"model": e.model, "dim": e.dim, "batch_size": e.batch_size, "device": e.device, "normalize": e.normalize,
+           "backend": e.backend}
     step = ctx.settings.runner.embed_batch
     futures = [runner.submit(encode_texts, parameters={"texts": texts[i : i + step], "embedding": cfg}) for i in range(0, len(texts), step)]
     vecs = [row for f in futures for row in f.result()]

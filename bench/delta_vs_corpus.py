@@ -1,0 +1,109 @@
+"""Cost of a 1,000-document delta versus corpus size: the same delta (500 updates, 300 new
+documents, 200 deletes) into synthetic corpora of 10k, 100k and 1M documents, hashing embedder.
+The base corpus is ingested once per size (timed too); the delta runs in a fresh child process
+so its wall time and peak RSS are its own (imports included, no Prefect: the core driver).
+
+    python bench/delta_vs_corpus.py                    # 10k, 100k, 1M
+    python bench/delta_vs_corpus.py --sizes 10000,100000
+    python bench/delta_vs_corpus.py --quick            # 2k and 4k: keeps the script working in CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+CONFIG = REPO / "configs" / "hashing.yaml"
+
+
+def child(mode: str, feed: str, ws: str) -> dict:
+    t0 = time.perf_counter()
+    from indexops.ingest import ingest_path
+    from indexops.pipeline import open_index
+    from indexops.settings import load_settings
+
+    ctx = open_index(Path(ws), load_settings(CONFIG))
+    try:
+        s = ingest_path(ctx, feed, "delta", feed="synthetic")
+    finally:
+        ctx.close()
+    return {"mode": mode, "wall_s": time.perf_counter() - t0, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "counts": s["counts"], "timings_s": s.get("timings_s", {}), "snapshot_id": s["snapshot"]["snapshot_id"]}
+
+
+def _run_child(mode: str, feed: Path, ws: Path) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--child", mode, str(feed), str(ws)], capture_output=True, text=True,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false"))
+    if p.returncode != 0:
+        raise SystemExit(f"{mode} child failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def measure(n: int, root: Path, delta_size: int) -> dict:
+    from synth_corpus import delta, write_feed
+
+    feed, ws = root / f"feed-{n}", root / f"ws-{n}"
+    write_feed(feed, n)
+    base = _run_child("base", feed, ws)
+    with open(feed / "999999-delta.jsonl", "w", encoding="utf-8") as f:
+        for r in delta(n, delta_size):
+            f.write(json.dumps(r) + "\n")
+    d = _run_child("delta", feed, ws)
+    shutil.rmtree(feed, ignore_errors=True)
+    size_mib = sum(f.stat().st_size for f in ws.rglob("*") if f.is_file()) / 2**20
+    shutil.rmtree(ws, ignore_errors=True)
+    return {"docs": n, "base": base, "delta": d, "workspace_mib": size_mib}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--delta", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--child", nargs=3, metavar=("MODE", "FEED", "WS"))
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(*a.child)))
+        return
+    sizes = [2000, 4000] if a.quick else [int(x) for x in a.sizes.split(",")]
+    delta_size = 200 if a.quick else a.delta
+    root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    rows = []
+    try:
+        for n in sizes:
+            r = measure(n, root, delta_size)
+            rows.append(r)
+            print(f"  {n:>9,} docs: base {r['base']['wall_s']:.1f} s, delta {r['delta']['wall_s']:.2f} s, "
+                  f"delta peak RSS {r['delta']['peak_rss_mib']:.0f} MiB", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    first = rows[0]["delta"]
+    print(f"\n{delta_size:,}-document delta (50% updates, 30% new, 20% deletes) into corpora of growing size; "
+          f"hashing embedder; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
+    print("| corpus docs | base ingest s | base docs/s | delta wall s | delta / smallest | delta peak RSS MiB | RSS / smallest | workspace MiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        b, d = r["base"], r["delta"]
+        print(f"| {r['docs']:,} | {b['wall_s']:.1f} | {r['docs'] / b['wall_s']:.0f} | {d['wall_s']:.2f} | {d['wall_s'] / first['wall_s']:.2f} | "
+              f"{d['peak_rss_mib']:.0f} | {d['peak_rss_mib'] / first['peak_rss_mib']:.2f} | {r['workspace_mib']:.0f} |")
+    print("\ndelta stages (s):", {r["docs"]: {k: round(v, 2) for k, v in r["delta"]["timings_s"].items()} for r in rows})
+    print("command: python bench/delta_vs_corpus.py" + (" --quick" if a.quick else f" --sizes {a.sizes}"))
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
