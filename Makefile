@@ -69,10 +69,13 @@ alerts: install
 bench: install
 	$(BIN)/python bench/ingest_scifact.py
 	$(BIN)/python bench/encoder_backends.py
+	$(BIN)/python bench/delta_vs_corpus.py --json bench/results/delta_vs_corpus.json
+	$(BIN)/python bench/peers.py
 
 bench-quick: install
 	$(BIN)/python bench/ingest_scifact.py --quick
 	$(BIN)/python bench/encoder_backends.py --quick
+	$(BIN)/python bench/delta_vs_corpus.py --quick
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -75,6 +75,14 @@ def main() -> None:
     config = str(REPO / "configs" / "demo.yaml")
     snaps = []
     with temporary_settings({PREFECT_API_URL: api}):
+        from indexops.operations import load_operations
+        from indexops.settings import load_settings as _load
+        from tasks.deployments import prepare_deploy
+
+        # the work pool and the ingest concurrency limit `make deploy` would create, so the UI's
+        # Work Pools and Concurrency pages show them and every ingest below holds the slot
+        for line in prepare_deploy(load_operations(REPO / "configs" / "operations.yaml"), _load(config).ingest.concurrency_limit):
+            print(f"    {line}")
         for f in sorted((SAMPLE / "feed").iterdir()):
             shutil.copy(f, feed / f.name)
             print(f"\n=== delta {f.name} arrives -> ingest flow")

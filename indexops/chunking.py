@@ -49,6 +49,12 @@ class Chunker:
     def config(self) -> dict[str, Any]:
         return {**self.settings.model_dump(), "effective_max_tokens": self.max_tokens, "version": self.version}
 
+    def warm(self, texts: list[str]) -> None:
+        """Let a tokenizer that can batch (the model's) tokenize the next documents in one call."""
+        warm = getattr(self.tok, "warm", None)
+        if warm is not None:
+            warm(texts)
+
     def chunk(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:
         title = title or ""
         prefix = ""

@@ -117,10 +117,52 @@ class HFTokenizer:
         tok.no_padding()
         self._tok = tok
         self.max_tokens = max_tokens
+        self._warm: dict[str, list[tuple[int, int]]] = {}
+
+    def warm(self, texts: Sequence[str]) -> None:
+        """Tokenize many texts in one call (the Rust tokenizer uses every core) for the `spans`
+        calls that follow; each warmed result is handed out once."""
+        todo = [t for t in dict.fromkeys(texts) if t and t not in self._warm]
+        for t, enc in zip(todo, self._tok.encode_batch(todo, add_special_tokens=False)):
+            self._warm[t] = [o for o in enc.offsets if o[1] > o[0]]
 
     def spans(self, text: str) -> list[tuple[int, int]]:
+        got = self._warm.pop(text, None)
+        if got is not None:
+            return got
         enc = self._tok.encode(text, add_special_tokens=False)
         return [o for o in enc.offsets if o[1] > o[0]]
+
+
+def _weights_digest(d: Path, files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(d)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _remembered(d: Path, files: Sequence[Path], compute: Callable[[], str]) -> str:
+    """The weights digest, remembered per (files, sizes, mtimes): a scheduled ingest with nothing
+    to embed does not re-read 90 MB to learn what it already knew."""
+    key = "|".join([str(d.resolve())] + [f"{f.relative_to(d)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files])
+    memo = Path(os.environ.get("INDEXOPS_CACHE_DIR") or Path.home() / ".cache" / "indexops") / "digests.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = compute()
+        try:  # best effort: a read-only home only costs the re-hash next time
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known))
+            os.replace(tmp, memo)
+        except OSError:
+            pass
+    return known[key]
 
 
 class SentenceTransformerEmbedder:
@@ -172,21 +214,17 @@ class SentenceTransformerEmbedder:
         """sha256 over the weight files, so a silently swapped model changes the recipe."""
         if self._fingerprint is None:
             d = self._local_dir()
-            h = hashlib.sha256()
             if d is not None:
                 files = sorted(
                     f for f in d.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".onnx", ".pt"}
                 )
-                for f in files:
-                    h.update(str(f.relative_to(d)).encode())
-                    with open(f, "rb") as fh:
-                        for block in iter(lambda: fh.read(1 << 20), b""):
-                            h.update(block)
+                self._fingerprint = _remembered(d, files, lambda: _weights_digest(d, files))
             else:  # hub model: hash the loaded parameters
+                h = hashlib.sha256()
                 for name, t in sorted(self._load().state_dict().items()):
                     h.update(name.encode())
                     h.update(t.detach().cpu().numpy().tobytes())
-            self._fingerprint = h.hexdigest()
+                self._fingerprint = h.hexdigest()
         return self._fingerprint
 
     def tokenizer(self) -> Tokenizer:

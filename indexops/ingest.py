@@ -92,7 +92,7 @@ def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | No
     operator looks), but none of its records, and not its cursor.
     """
     v = ctx.settings.validation
-    res = validate_records(unit.records, feed, v.suite, v.max_text_chars)
+    res = validate_records(unit.records, feed, v.suite, v.max_text_chars, v.engine)
     res.bad = unit.read_errors + res.bad
     res.total = len(unit.records) + len(unit.read_errors)
     file_error = not unit.records and any(q.line == 0 for q in unit.read_errors)

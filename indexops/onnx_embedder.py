@@ -47,9 +47,9 @@ def cpu_cores() -> int:
 
 
 def _ort_version() -> str:
-    import onnxruntime
+    from importlib.metadata import version  # not `import onnxruntime`: a no-op run never loads it
 
-    return ".".join(onnxruntime.__version__.split(".")[:2])
+    return ".".join(version("onnxruntime").split(".")[:2])
 
 
 def _atomic_write(target: Path, build: Callable[[Path], None], meta: dict[str, Any]) -> None:

@@ -398,7 +398,10 @@ def chunk_batch(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPlan:
     old = ctx.ledger.chunks_for_docs(ctx.collection, affected)
     acc = 0
     n = 0
-    for did in sorted(affected):
+    order = sorted(affected)
+    for k, did in enumerate(order):
+        if k % 256 == 0:  # tokenize the next slice of documents in one batched call
+            ctx.chunker.warm([t for d in order[k : k + 256] if d in plan.reindex for t in (plan.docs[d].title or "", plan.docs[d].text or "")])
         old_rows = {r.chunk_id: r for r in old.get(did, [])}
         new_chunks: dict[str, Chunk] = {}
         if did in plan.reindex:

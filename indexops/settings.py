@@ -69,6 +69,9 @@ class ValidationSettings(_Strict):
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="above this share a whole batch is rejected")
     max_text_chars: int = Field(2_000_000, gt=0)
     suite: Path = Field(CONFIG_DIR / "expectations" / "feed_record.json")
+    engine: Literal["auto", "great_expectations", "native"] = Field(
+        "auto", description="who evaluates the GE suite: auto = the native evaluator when it implements every expectation, else GE"
+    )
 
 
 class StoreSettings(_Strict):

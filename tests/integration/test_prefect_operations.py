@@ -81,6 +81,18 @@ def _ops_yaml(tmp_path: Path, **over) -> Path:
     return p
 
 
+def _deploy_feed(api: str, tmp_path: Path, feed_name: str, feed: Path, ws: Path, settings: Path) -> tuple[str, Path]:
+    """Render, prepare and `prefect deploy` one feed's ingest deployment on its own work pool."""
+    pool = f"pool-{free_port()}"
+    ops = _ops_yaml(tmp_path, work_pool=pool, workspace=str(ws), config_path=str(settings),
+                    feeds=[{"name": feed_name, "path": str(feed), "interval_minutes": 60}])
+    dep_file = tmp_path / "prefect.yaml"
+    _run([str(BIN / "indexops"), "deployments", "render", "--config", str(ops), "--out", str(dep_file)], api)
+    _run([str(BIN / "indexops"), "deployments", "prepare", "--config", str(ops)], api)
+    _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(dep_file), "--name", f"ingest-{feed_name}"], api, timeout=600)
+    return pool, ops
+
+
 def _automations(api: str) -> list:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -148,13 +160,7 @@ def test_failing_ingest_deployment_pages_once_with_what_on_call_needs(prefect_ap
     # then a batch arrives that is mostly broken: validation rejects it and the run fails
     write_jsonl(feed / "000002-broken.jsonl", [{"title": "no id"}, {"id": 5, "text": None}, {"id": "p9", "text": "fine"}])
 
-    pool = f"pool-{free_port()}"
-    ops = _ops_yaml(tmp_path, work_pool=pool, workspace=str(ws), config_path=str(HASHING),
-                    feeds=[{"name": "payments", "path": str(feed), "interval_minutes": 60}])
-    dep_file = tmp_path / "prefect.yaml"
-    _run([str(BIN / "indexops"), "deployments", "render", "--config", str(ops), "--out", str(dep_file)], prefect_api)
-    _run([str(BIN / "indexops"), "deployments", "prepare", "--config", str(ops)], prefect_api)
-    _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(dep_file), "--name", "ingest-payments"], prefect_api, timeout=600)
+    pool, ops = _deploy_feed(prefect_api, tmp_path, "payments", feed, ws, HASHING)
     try:
         _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops), "--webhook-url", receiver.url], prefect_api)
         _run([str(BIN / "prefect"), "deployment", "run", "ingest/ingest-payments"], prefect_api)
@@ -329,13 +335,7 @@ def test_ingest_killed_with_sigkill_is_crashed_and_pages_once(prefect_api, tmp_p
     settings.write_text(yaml.safe_dump(cfg))
     feed, ws = tmp_path / "feed" / "orders", tmp_path / "ws"
     write_jsonl(feed / "000001-a.jsonl", [{"id": f"o{i}", "text": f"order status {i}"} for i in range(3)])
-    pool = f"pool-{free_port()}"
-    ops = _ops_yaml(tmp_path, work_pool=pool, workspace=str(ws), config_path=str(settings),
-                    feeds=[{"name": "orders", "path": str(feed), "interval_minutes": 60}])
-    dep_file = tmp_path / "prefect.yaml"
-    _run([str(BIN / "indexops"), "deployments", "render", "--config", str(ops), "--out", str(dep_file)], prefect_api)
-    _run([str(BIN / "indexops"), "deployments", "prepare", "--config", str(ops)], prefect_api)
-    _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(dep_file), "--name", "ingest-orders"], prefect_api, timeout=600)
+    pool, ops = _deploy_feed(prefect_api, tmp_path, "orders", feed, ws, settings)
     ctx = open_index(ws, load_settings(settings))
     owner = ctx.ledger.acquire_lock(ctx.collection)  # the run will sit waiting for this lock (lock_wait_s 60)
     worker = None

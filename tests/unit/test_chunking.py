@@ -166,3 +166,18 @@ def test_hashing_embedder_tokenizer_is_the_chunkers_default_counter():
 def test_overlap_must_be_below_size(overlap):
     with pytest.raises(ValueError, match="overlap_tokens"):
         ChunkingSettings(max_tokens=10, overlap_tokens=overlap)
+
+
+def test_warming_the_model_tokenizer_in_batches_changes_no_chunk():
+    """`Chunker.warm` (one batched tokenizer call per slice of documents) is a speed-up only."""
+    from indexops.embedders import make_embedder
+
+    emb = make_embedder("all-MiniLM-L6-v2", backend="onnx-int8")
+    settings = ChunkingSettings(max_tokens=40, overlap_tokens=8)
+    docs = [(f"d{i}", f"Title {i}", (WORDS20 + ". ") * (i % 5 + 1) + "Ünïcödé ✓ tail.") for i in range(12)] + [("e", "", "")]
+    cold = Chunker(settings, emb.tokenizer(), "t")
+    plain = [cold.chunk(d, t, x, {}).chunks for d, t, x in docs]
+    warm = Chunker(settings, emb.tokenizer(), "t")
+    warm.warm([s for _, t, x in docs for s in (t, x)])
+    assert [warm.chunk(d, t, x, {}).chunks for d, t, x in docs] == plain
+    assert any(len(c) > 1 for c in plain)

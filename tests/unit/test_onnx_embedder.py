@@ -166,3 +166,26 @@ def test_backend_setting_and_errors():
     with pytest.raises(ValueError, match="unknown embedding backend"):
         make_embedder(MODEL, backend="openvino")
     assert make_embedder("hashing", dim=8, backend="onnx-int8").model_id == "hashing-8"
+
+
+def test_weights_digest_is_remembered_and_invalidated_by_a_changed_file(tmp_path, monkeypatch):
+    from indexops.embedders import _remembered, _weights_digest
+
+    monkeypatch.setenv("INDEXOPS_CACHE_DIR", str(tmp_path / "cache"))
+    d = tmp_path / "model"
+    d.mkdir()
+    w = d / "model.safetensors"
+    w.write_bytes(b"weights-v1")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return _weights_digest(d, [w])
+
+    first = _remembered(d, [w], compute)
+    assert _remembered(d, [w], compute) == first and len(calls) == 1
+    import os
+
+    w.write_bytes(b"weights-v2 longer")  # size and mtime change: digest recomputed
+    os.utime(w, ns=(1, 1))
+    assert _remembered(d, [w], compute) != first and len(calls) == 2
