@@ -43,10 +43,10 @@ test-e2e: install
 # Starts a local Prefect server (UI included) unless one answers, then runs every flow built so
 # far on the bundled sample data with the real embedding model.
 demo: install
-	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home $(BIN)/python -m flows.demo --dir $(DEMO_DIR) --port $(PREFECT_PORT)
+	PREFECT_HOME=$(abspath $(DEMO_DIR))/prefect-home $(BIN)/python -m flows.demo --dir $(DEMO_DIR) --port $(PREFECT_PORT)
 
 server: install
-	PREFECT_HOME=$(CURDIR)/$(DEMO_DIR)/prefect-home PREFECT_UI_URL=http://127.0.0.1:$(PREFECT_PORT) PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_HOME=$(abspath $(DEMO_DIR))/prefect-home PREFECT_UI_URL=http://127.0.0.1:$(PREFECT_PORT) PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 # Against the server `make server` runs (or PREFECT_API_URL): render check, work pool + ingest
 # concurrency limit, every deployment of configs/operations.yaml, then a worker in the foreground.
