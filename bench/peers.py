@@ -4,11 +4,14 @@ the documents changed plus 1% deleted.
 
     python bench/peers.py            # whole ../shared/data/scifact corpus (~40 min)
     python bench/peers.py --quick    # 200 documents, one no-op run, 2 changed + 2 deleted (~3 min)
+    python bench/peers.py --venv-only  # only build bench/.peers-venv (~2 min, once)
 
 The peers never become project dependencies: they live in a venv this script builds once at
 bench/.peers-venv/ (torch CPU first, then the peers pinned by range). Every scenario of every
 tool runs in a fresh child process, timed from the parent (interpreter start, imports and model
-load included) with the child's own peak RSS from wait4. indexops runs twice: through the CLI
+load included) with the child's own peak RSS from wait4; the correctness checks after the change
+(points, deleted documents gone by id and by a search for their text, edits present) run in one
+more process, outside every timing. indexops runs twice: through the CLI
 (`indexops ingest`, a Prefect flow against a Prefect server this script starts on loopback) and
 through the core driver `ingest_path` with no Prefect at all.
 
@@ -212,6 +215,11 @@ def child_langchain(docs: Path, ws: Path, changes: Path | None) -> dict[str, Any
     if not client.collection_exists(COLLECTION):
         client.create_collection(COLLECTION, vectors_config=VectorParams(size=384, distance=Distance.COSINE))
     store = QdrantVectorStore(client=client, collection_name=COLLECTION, embedding=emb)
+    if changes is not None:  # the checks run in a process of their own: the change's wall stays the change's
+        out = {"checks": _checks_qdrant_local(client, changes, emb, text_key="page_content",
+                                              id_of=lambda pt: (pt.payload or {})["metadata"]["source"], id_filter_key="metadata.source")}
+        client.close()
+        return out
     rm = SQLRecordManager(f"qdrant/{COLLECTION}", db_url=f"sqlite:///{ws / 'record_manager.sqlite'}")
     rm.create_schema()
     source = [Document(page_content=embed_text(d["title"], d["text"]), metadata={"source": d["id"]}) for d in _read_jsonl(docs)]
@@ -219,9 +227,6 @@ def child_langchain(docs: Path, ws: Path, changes: Path | None) -> dict[str, Any
     stats.update(embedded=0, embed_s=0.0)
     r = index(source, rm, store, cleanup="full", source_id_key="source")  # default key_encoder (sha1 -> uuid5 ids Qdrant accepts)
     out: dict[str, Any] = {**stats, "probe_embedded": probe, "result": dict(r)}
-    if changes is not None:
-        out["checks"] = _checks_qdrant_local(client, changes, emb, text_key="page_content", id_of=lambda pt: (pt.payload or {})["metadata"]["source"],
-                                             id_filter_key="metadata.source")
     client.close()
     return out
 
@@ -261,19 +266,9 @@ def child_llamaindex(docs: Path, ws: Path, changes: Path | None, no_parser: bool
     emb = CountingEmbedding(model_name=_model_path(), device="cpu", embed_batch_size=BATCH, normalize=True)
     client = QdrantClient(path=str(ws / "qdrant"))
     store = QdrantVectorStore(collection_name=COLLECTION, client=client)
-    steps = [emb] if no_parser else [OneNodePerDocument(), emb]
-    pipe = IngestionPipeline(transformations=steps, docstore=SimpleDocumentStore(), vector_store=store,
-                             docstore_strategy=DocstoreStrategy.UPSERTS_AND_DELETE)
-    persist = ws / "pipeline"
-    if persist.exists():
-        pipe.load(str(persist))
     # no parser: the document is the node, so its id is the Qdrant point id (Qdrant wants a UUID)
     key = (lambda i: str(uuid.uuid5(uuid.NAMESPACE_URL, i))) if no_parser else str
-    source = [Document(id_=key(d["id"]), text=embed_text(d["title"], d["text"])) for d in _read_jsonl(docs)]
-    nodes = pipe.run(documents=source, show_progress=False)
-    pipe.persist(str(persist))
-    out: dict[str, Any] = {**stats, "result": {"nodes_written": len(nodes)}}
-    if changes is not None:
+    if changes is not None:  # checks only, in a process of their own
         # with a parser the payload's doc_id names the source document; without one only the point id does
         by_key = {key(d["id"]): d["id"] for d in _read_jsonl(docs)} | {key(i): i for i in _read_changes_ids(changes)}
 
@@ -281,8 +276,20 @@ def child_llamaindex(docs: Path, ws: Path, changes: Path | None, no_parser: bool
             ref = str(pt.id) if no_parser else str((pt.payload or {}).get("doc_id"))
             return by_key.get(ref, ref)
 
-        out["checks"] = _checks_qdrant_local(client, changes, emb, text_key="_node_content", id_of=id_of,
-                                             id_filter_key=None if no_parser else "doc_id", key=key, node_text=True)
+        out = {"checks": _checks_qdrant_local(client, changes, emb, text_key="_node_content", id_of=id_of,
+                                              id_filter_key=None if no_parser else "doc_id", key=key, node_text=True)}
+        client.close()
+        return out
+    steps = [emb] if no_parser else [OneNodePerDocument(), emb]
+    pipe = IngestionPipeline(transformations=steps, docstore=SimpleDocumentStore(), vector_store=store,
+                             docstore_strategy=DocstoreStrategy.UPSERTS_AND_DELETE)
+    persist = ws / "pipeline"
+    if persist.exists():
+        pipe.load(str(persist))
+    source = [Document(id_=key(d["id"]), text=embed_text(d["title"], d["text"])) for d in _read_jsonl(docs)]
+    nodes = pipe.run(documents=source, show_progress=False)
+    pipe.persist(str(persist))
+    out: dict[str, Any] = {**stats, "result": {"nodes_written": len(nodes)}}
     client.close()
     return out
 
@@ -330,7 +337,7 @@ def _checks_qdrant_local(client, changes: Path, emb, text_key: str, id_of, id_fi
             "deleted_found_by_search": deleted_found_by_search, "changed_with_new_text": changed_ok, "changed": len(spec["markers"])}
 
 
-def child_indexops(feed: Path, ws: Path, config: Path, changes: Path | None) -> dict[str, Any]:
+def child_indexops(feed: Path, ws: Path, config: Path) -> dict[str, Any]:
     """The core driver, no Prefect: open_index + ingest_path on the delta feed."""
     sys.path.insert(0, str(REPO))
     import logging
@@ -355,9 +362,6 @@ def child_indexops(feed: Path, ws: Path, config: Path, changes: Path | None) -> 
     ctx.embedder.embed = counting  # type: ignore[method-assign]
     r = ingest_path(ctx, feed, "delta")
     out: dict[str, Any] = {**stats, "result": {**r["counts"], "chunks": r["snapshot"]["chunks"], "documents": r["snapshot"]["documents"]}}
-    if changes is not None:
-        ctx.embedder.embed = real  # type: ignore[method-assign]
-        out["checks"] = checks_indexops(ctx, changes)
     ctx.close()
     return out
 
@@ -468,6 +472,11 @@ class PrefectServer:
         self.log.close()
 
 
+def _checker(cmd: list[str]):
+    """The correctness checks after the change, in a process of their own (not in any scenario's time)."""
+    return lambda: _last_json(run_timed(cmd, label="checks")["stdout"])["checks"]
+
+
 def _child_cmd(python: Path, *args: str) -> list[str]:
     return [str(python), str(Path(__file__).resolve()), "--child", *args]
 
@@ -521,6 +530,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="picks the changed and deleted documents")
     ap.add_argument("--llamaindex-no-parser", action="store_true", help="LlamaIndex with the embedding as its only transformation")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here (default bench/results/peers_scifact.json on a full run)")
+    ap.add_argument("--venv-only", action="store_true", help="build (or check) bench/.peers-venv, print its versions, run nothing")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a, rest = ap.parse_known_args()
     if a.child:
@@ -536,6 +546,9 @@ def main() -> None:
     venv_s = ensure_peers_venv()
     peers_py = PEERS_VENV / "bin" / "python"
     print(f"peers' venv: {'built in %.0f s' % venv_s if venv_s else 'cached'} ({PEERS_VENV.relative_to(REPO)})", flush=True)
+    if a.venv_only:
+        print(", ".join(f"{k} {v}" for k, v in _versions(peers_py, PEER_PACKAGES).items()))
+        return
 
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
@@ -561,14 +574,16 @@ def main() -> None:
         ws.mkdir()
         results["langchain"] = scenarios(
             "LangChain", _child_cmd(peers_py, "langchain", "--docs", str(before), "--ws", str(ws)),
-            _child_cmd(peers_py, "langchain", "--docs", str(after), "--ws", str(ws), "--changes", str(changes)), noops, _last_json)
+            _child_cmd(peers_py, "langchain", "--docs", str(after), "--ws", str(ws)), noops, _last_json,
+            checks=_checker(_child_cmd(peers_py, "langchain", "--docs", str(after), "--ws", str(ws), "--changes", str(changes))))
 
         ws = work / "llamaindex"
         ws.mkdir()
         extra = ["--no-parser"] if a.llamaindex_no_parser else []
         results["llamaindex"] = scenarios(
             "LlamaIndex", _child_cmd(peers_py, "llamaindex", "--docs", str(before), "--ws", str(ws), *extra),
-            _child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), "--changes", str(changes), *extra), noops, _last_json)
+            _child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), *extra), noops, _last_json,
+            checks=_checker(_child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), "--changes", str(changes), *extra)))
 
         torch_cfg = _yaml_overlay(work / "indexops-torch.yaml", "torch" if default_backend else None)
         feed = make_feed(work, "scifact-cli")
@@ -582,8 +597,7 @@ def main() -> None:
 
         results["indexops_cli"] = scenarios(
             "indexops CLI + Prefect server", cli, cli, noops, parse_cli, before_delta=lambda: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
-            checks=lambda: _last_json(run_timed(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(torch_cfg),
-                                                           "--changes", str(changes)), label="indexops checks")["stdout"])["checks"],
+            checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(torch_cfg), "--changes", str(changes))),
             env=server.env)
 
         variants = [("indexops_core", torch_cfg)]
@@ -594,8 +608,9 @@ def main() -> None:
             ws = work / key
             run = _child_cmd(MAIN_PY, "indexops", "--feed", str(feed), "--ws", str(ws), "--config", str(cfg))
             results[key] = scenarios(
-                f"indexops core ({'torch' if cfg == torch_cfg else default_backend})", run, [*run, "--changes", str(changes)], noops,
-                _last_json, before_delta=lambda feed=feed: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"))
+                f"indexops core ({'torch' if cfg == torch_cfg else default_backend})", run, run, noops, _last_json,
+                before_delta=lambda feed=feed: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
+                checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(cfg), "--changes", str(changes))))
     finally:
         server.stop()
 
@@ -701,7 +716,7 @@ def _run_child(kind: str, argv: list[str]) -> None:
     elif kind == "llamaindex":
         out = child_llamaindex(c.docs, c.ws, c.changes, c.no_parser)
     elif kind == "indexops":
-        out = child_indexops(c.feed, c.ws, c.config, c.changes)
+        out = child_indexops(c.feed, c.ws, c.config)
     elif kind == "indexops-checks":
         out = child_indexops_checks(c.ws, c.config, c.changes)
     else:
