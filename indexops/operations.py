@@ -111,7 +111,10 @@ class OperationsSettings(_Strict):
             raise ValueError(f"unknown time zone {v!r}") from e
         return v
 
-    _c1 = field_validator("evaluate_cron", "nightly_regression_cron", "drift_report_cron", "maintenance_cron")(classmethod(lambda cls, v: _cron_ok(v)))
+    @field_validator("evaluate_cron", "nightly_regression_cron", "drift_report_cron", "maintenance_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        return _cron_ok(v)
 
     @model_validator(mode="after")
     def _unique_feeds(self) -> "OperationsSettings":
