@@ -49,11 +49,11 @@ def chunk_texts(data: Path, n: int) -> list[str]:
     return list(dict.fromkeys(out))[:n]
 
 
-def measure(name: str, embedder, texts: list[str], ref=None) -> dict:
+def measure(name: str, embedder, texts: list[str], ref=None, warm: int = 2) -> dict:
     import numpy as np
 
     t0 = time.perf_counter()
-    embedder.embed(texts[:2])  # model load / export / session start
+    embedder.embed(texts[:warm])  # model load / export / session start (and worker start for a pool)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
     vecs = embedder.embed(texts)
@@ -71,9 +71,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("-n", type=int, default=1000, help="chunk texts to encode")
     ap.add_argument("--quick", action="store_true", help="50 texts (CI smoke run)")
-    ap.add_argument("--backends", default="torch,onnx,onnx-int8")
+    ap.add_argument("--backends", default="torch,torch-bf16,onnx,onnx-int8")
     ap.add_argument("--variants", action="store_true", help="also the int8 quantisation settings of VARIANTS")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2, help="encoder processes for the pooled rows (0/1: none)")
+    ap.add_argument("--pooled", default="onnx-int8,torch-bf16", help="backends measured on worker processes too")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: each backend's own best")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,6 +88,8 @@ def main() -> None:
     from indexops.embedders import make_embedder
     from indexops.onnx_embedder import INT8_SETTINGS, OnnxEmbedder, cpu_cores, quantize_int8
 
+    from indexops.embed_pool import PooledEmbedder, shutdown_pools
+
     texts = chunk_texts(a.data, n)
     rows, ref = [], None
     for b in a.backends.split(","):
@@ -95,6 +99,13 @@ def main() -> None:
         if b == "torch":
             ref = vecs
         rows.append(row)
+    if a.workers > 1:  # the same backends on worker processes, one thread each (what ingest does with large inputs)
+        for b in a.pooled.split(","):
+            spec = {"model": MODEL, "dim": 384, "batch_size": a.batch_size, "device": "cpu", "normalize": True, "backend": b}
+            pool = PooledEmbedder(make_embedder(MODEL, backend=b, batch_size=a.batch_size), spec, a.workers, min_texts=1)
+            row, _ = measure(f"{b}, {a.workers} processes x {pool.threads} thread", pool, texts, ref, warm=64)
+            shutdown_pools()
+            rows.append(row | {"workers": a.workers})
     if a.variants:
         fp32 = OnnxEmbedder(MODEL, backend="onnx").model_path()
         tmp = Path(tempfile.mkdtemp(prefix="indexops-int8-"))
@@ -107,9 +118,10 @@ def main() -> None:
             rows.append(row | {"quantization": q})
 
     cmd = "python bench/encoder_backends.py" + (" --quick" if a.quick else f" -n {n}" if n != 1000 else "") + (
-        " --variants" if a.variants else "") + (f" --backends {a.backends}" if a.backends != "torch,onnx,onnx-int8" else "")
+        " --variants" if a.variants else "") + (f" --backends {a.backends}" if a.backends != "torch,torch-bf16,onnx,onnx-int8" else "")
     machine = f"{platform.machine()}, {cpu_cores()} cores, Python {platform.python_version()}"
-    print(f"\n{len(texts)} chunk texts of {a.data.name}, batch {a.batch_size} ({machine})\n")
+    batch = a.batch_size or "each backend's default (indexops.embedders.default_batch_size)"
+    print(f"\n{len(texts)} chunk texts of {a.data.name}, batch {batch} ({machine})\n")
     print("| backend | docs/s | encode s | load s | cosine to torch mean / min |\n|---|---:|---:|---:|---|")
     for r in rows:
         cos = f"{r['cos_mean']:.4f} / {r['cos_min']:.4f}" if "cos_mean" in r else "reference"

@@ -28,9 +28,15 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _children_peak_rss_mib() -> float:
+    """The largest peak of any finished child (the encoder workers, once the pool is shut down)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def child_ingest(data: Path, limit: int | None, texts_out: Path, config: str | None) -> dict:
     """Ingest through the indexops pipeline; record the texts handed to the encoder."""
     t0 = time.perf_counter()  # imports count on both sides
+    from indexops.embed_pool import shutdown_pools
     from indexops.ingest import ingest_path
     from indexops.pipeline import open_index
     from indexops.settings import load_settings
@@ -59,12 +65,14 @@ def child_ingest(data: Path, limit: int | None, texts_out: Path, config: str | N
 
     ctx.embedder.embed = recording_embed  # type: ignore[method-assign]
     r = ingest_path(ctx, src, "beir")
-    wall = time.perf_counter() - t0
     ctx.close()
+    shutdown_pools()
+    wall = time.perf_counter() - t0
     texts_out.write_text(json.dumps(seen))
     return {
         "wall_s": wall, "chunks": len(seen), "documents": r["snapshot"]["documents"], "snapshot_id": r["snapshot"]["snapshot_id"],
-        "stages_s": r["timings_s"], "peak_rss_mib": _peak_rss_mib(), "encoder_s": enc_time[0],
+        "stages_s": r["timings_s"], "peak_rss_mib": _peak_rss_mib(), "worker_peak_rss_mib": _children_peak_rss_mib(),
+        "encoder_s": enc_time[0], "workers": getattr(ctx.embedder, "workers", 1),
     }
 
 
@@ -91,15 +99,21 @@ def child_own(texts_in: Path, config: str | None) -> dict:
     from indexops.embedders import make_embedder
     from indexops.settings import load_settings
 
-    e = load_settings(config).embedding
-    emb = make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize, backend=e.backend)
-    emb.embed(texts[:1])  # load (and on a fresh machine export) the model
-    load = time.perf_counter() - t0
+    from indexops.embed_pool import shutdown_pools
+    from indexops.embedders import resolve_backend
+    from indexops.pipeline import pooled
+
+    s = load_settings(config)
+    e = s.embedding
+    backend = resolve_backend(e.backend, e.device)
+    emb = pooled(make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize, backend=backend), s)
+    load = time.perf_counter() - t0  # the model loads on first use, in-process or in the workers: encode_s includes it
     t1 = time.perf_counter()
     emb.embed(texts)
     end = time.perf_counter()
+    shutdown_pools()
     return {"wall_s": end - t0, "load_s": load, "encode_s": end - t1, "chunks": len(texts), "peak_rss_mib": _peak_rss_mib(),
-            "backend": e.backend}
+            "worker_peak_rss_mib": _children_peak_rss_mib(), "backend": backend, "workers": getattr(emb, "workers", 1)}
 
 
 def _child(args: list[str]) -> dict:
@@ -149,15 +163,20 @@ def main() -> None:
         "ratio_ingest_over_own_encoder": ing["wall_s"] / own["wall_s"],
         "ratio_ingest_over_encode": ing["wall_s"] / plain["wall_s"],
     }
+    def rss(r: dict) -> str:
+        w = r.get("workers", 1)
+        return f"{r['peak_rss_mib']:.0f}" + (f" + {w} x {r['worker_peak_rss_mib']:.0f}" if w > 1 else "")
+
+    enc = f"{own['backend']}, {own.get('workers', 1)} process(es)"
     rows = [
-        (f"indexops ingest (whole pipeline, {own['backend']}, incl. model load)", ing["wall_s"], ing["chunks"] / ing["wall_s"], ing["peak_rss_mib"]),
-        (f"our encoder alone ({own['backend']}, incl. model load)", own["wall_s"], own["chunks"] / own["wall_s"], own["peak_rss_mib"]),
-        ("plain SentenceTransformer.encode, torch (incl. model load)", plain["wall_s"], plain["chunks"] / plain["wall_s"], plain["peak_rss_mib"]),
+        (f"indexops ingest (whole pipeline, {enc}, incl. model load)", ing["wall_s"], ing["chunks"] / ing["wall_s"], rss(ing)),
+        (f"our encoder alone ({enc}, incl. model load)", own["wall_s"], own["chunks"] / own["wall_s"], rss(own)),
+        ("plain SentenceTransformer.encode, torch fp32 (incl. model load)", plain["wall_s"], plain["chunks"] / plain["wall_s"], rss(plain)),
     ]
     print(f"\n{res['documents']} documents -> {res['chunks']} chunks embedded ({res['machine']})\n")
-    print(f"| run | wall s | chunks/s | peak RSS MiB |\n|---|---:|---:|---:|")
-    for name, w, cps, rss in rows:
-        print(f"| {name} | {w:.1f} | {cps:.1f} | {rss:.0f} |")
+    print("| run | wall s | chunks/s | peak RSS MiB (main + workers) |\n|---|---:|---:|---:|")
+    for name, w, cps, mem in rows:
+        print(f"| {name} | {w:.1f} | {cps:.1f} | {mem} |")
     print(f"\nratio ingest / our encoder alone (overhead we own): {res['ratio_ingest_over_own_encoder']:.3f}")
     print(f"ratio ingest / plain torch encode (whole process work, imports + model load included): {res['ratio_ingest_over_encode']:.3f}")
     print(f"encoder time inside ingest {ing['encoder_s']:.1f} s (incl. model load) vs plain encode call {plain['encode_s']:.1f} s + load {plain['load_s']:.1f} s")

@@ -15,10 +15,11 @@ more process, outside every timing. indexops runs twice: through the CLI
 (`indexops ingest`, a Prefect flow against a Prefect server this script starts on loopback) and
 through the core driver `ingest_path` with no Prefect at all.
 
-One chunk per document for the peers (no splitter: the model reads the first 254 word pieces of
-`title + "\\n" + text` and truncates the rest). indexops will not index text its model cannot
-read, so it splits a document longer than the model window into token windows at the model
-limit (no overlap) with the title on each; its chunk count is reported beside its times.
+One chunk per document for everyone (no splitter: the model reads the first 254 word pieces of
+`title + "\\n" + text` and truncates the rest); indexops runs with `configs/one-chunk-per-doc.yaml`
+(`chunking.strategy: document`) and its default encoder backend (ONNX int8, worker processes), as a
+user runs it. `--with-torch` adds an indexops core run on plain torch float32: the same encoder as
+the peers, so the gap is the pipeline alone.
 """
 
 from __future__ import annotations
@@ -506,8 +507,7 @@ def scenarios(name: str, full: list[str], delta: list[str], noops: int, parse, b
 
 
 def _yaml_overlay(path: Path, backend: str | None) -> Path:
-    lines = ["# one chunk per model window: token windows at the model limit (254 word pieces), no overlap",
-             "chunking:", "  strategy: token_window", "  max_tokens: 256", "  overlap_tokens: 0"]
+    lines = ["# one chunk per document, as the peers (configs/one-chunk-per-doc.yaml)", "chunking:", "  strategy: document"]
     if backend:
         lines += ["embedding:", f"  backend: {backend}"]
     path.write_text("\n".join(lines) + "\n")
@@ -516,7 +516,8 @@ def _yaml_overlay(path: Path, backend: str | None) -> Path:
 
 def _default_backend() -> str | None:
     code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom indexops.settings import load_settings\n"
-            "print(getattr(load_settings().embedding, 'backend', ''))")
+            "from indexops.embedders import resolve_backend\n"
+            "e = load_settings().embedding\nprint(resolve_backend(e.backend, e.device))")
     out = subprocess.run([str(MAIN_PY), "-c", code, str(REPO)], capture_output=True, text=True)
     return out.stdout.strip() or None if out.returncode == 0 else None
 
@@ -524,11 +525,12 @@ def _default_backend() -> str | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR folder with corpus.jsonl")
-    ap.add_argument("--quick", action="store_true", help="200 documents, 1 no-op run, 2 changed + 2 deleted, torch only")
+    ap.add_argument("--quick", action="store_true", help="200 documents, 1 no-op run, 2 changed + 2 deleted")
     ap.add_argument("--limit", type=int, default=None, help="only the first N documents")
     ap.add_argument("--noops", type=int, default=None, help="no-op re-runs per tool (default 3; --quick 1)")
     ap.add_argument("--seed", type=int, default=0, help="picks the changed and deleted documents")
     ap.add_argument("--llamaindex-no-parser", action="store_true", help="LlamaIndex with the embedding as its only transformation")
+    ap.add_argument("--with-torch", action="store_true", help="also indexops core on plain torch float32 (the peers' encoder)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here (default bench/results/peers_scifact.json on a full run)")
     ap.add_argument("--venv-only", action="store_true", help="build (or check) bench/.peers-venv, print its versions, run nothing")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -585,10 +587,10 @@ def main() -> None:
             _child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), *extra), noops, _last_json,
             checks=_checker(_child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), "--changes", str(changes), *extra)))
 
-        torch_cfg = _yaml_overlay(work / "indexops-torch.yaml", "torch" if default_backend else None)
+        default_cfg = _yaml_overlay(work / "indexops-default.yaml", None)
         feed = make_feed(work, "scifact-cli")
         ws = work / "indexops-cli"
-        cli = [str(INDEXOPS_CLI), "ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(torch_cfg), "--json"]
+        cli = [str(INDEXOPS_CLI), "ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(default_cfg), "--json"]
 
         def parse_cli(stdout: str) -> dict[str, Any]:
             s = _cli_json(stdout)
@@ -596,31 +598,32 @@ def main() -> None:
                                                                            "documents": s["snapshot"]["documents"]}}
 
         results["indexops_cli"] = scenarios(
-            "indexops CLI + Prefect server", cli, cli, noops, parse_cli, before_delta=lambda: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
-            checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(torch_cfg), "--changes", str(changes))),
+            f"indexops CLI + Prefect server ({default_backend})", cli, cli, noops, parse_cli,
+            before_delta=lambda: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
+            checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(default_cfg), "--changes", str(changes))),
             env=server.env)
 
-        variants = [("indexops_core", torch_cfg)]
-        if default_backend and default_backend != "torch" and not a.quick:
-            variants.append((f"indexops_core_{default_backend}", _yaml_overlay(work / "indexops-default.yaml", None)))
+        variants = [("indexops_core", default_cfg)]
+        if a.with_torch:
+            variants.append(("indexops_core_torch", _yaml_overlay(work / "indexops-torch.yaml", "torch")))
         for key, cfg in variants:
             feed = make_feed(work, f"scifact-{key}")
             ws = work / key
             run = _child_cmd(MAIN_PY, "indexops", "--feed", str(feed), "--ws", str(ws), "--config", str(cfg))
             results[key] = scenarios(
-                f"indexops core ({'torch' if cfg == torch_cfg else default_backend})", run, run, noops, _last_json,
+                f"indexops core ({'torch' if key.endswith('torch') else default_backend})", run, run, noops, _last_json,
                 before_delta=lambda feed=feed: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
                 checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(cfg), "--changes", str(changes))))
     finally:
         server.stop()
 
     cmd = "python bench/peers.py" + (" --quick" if a.quick else f" --limit {limit}" if limit else "") + \
-        (" --llamaindex-no-parser" if a.llamaindex_no_parser else "")
+        (" --llamaindex-no-parser" if a.llamaindex_no_parser else "") + (" --with-torch" if a.with_torch else "")
     res = {
         "command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "data": {"corpus": str(a.data), **{k: v for k, v in data.items() if k not in ("changed", "deleted")},
                  "changed_ids": data["changed"], "deleted_ids": data["deleted"], "seed": a.seed},
-        "indexops_chunking": "token_window, max_tokens 256 (model limit 254), overlap 0, title on every chunk",
+        "indexops_chunking": "document: one chunk per document, title + text, the model reads the first 254 word pieces",
         "default_backend": default_backend, "llamaindex_no_parser": a.llamaindex_no_parser,
         "versions": {"peers_venv": _versions(peers_py, PEER_PACKAGES), "indexops_venv": _versions(MAIN_PY, MAIN_PACKAGES)},
         "peers_venv_build_s": venv_s, "bench_wall_s": time.perf_counter() - t_start, "results": results,
@@ -663,14 +666,22 @@ def print_report(res: dict[str, Any]) -> None:
         ("  texts embedded", lambda r: f"{r['delta']['embedded']}"),
         ("peak RSS full, MiB", lambda r: f"{r['full']['peak_rss_mib']:.0f}"),
     ]
-    print(f"\n{d['documents']:,} documents of {Path(d['corpus']).name}, all-MiniLM-L6-v2 on torch CPU "
-          f"({res['machine']}); each cell one fresh process, wall incl. imports and model load\n")
+    print(f"\n{d['documents']:,} documents of {Path(d['corpus']).name}, all-MiniLM-L6-v2 (peers: torch float32 CPU; "
+          f"indexops: {res['default_backend']} unless marked torch) ({res['machine']}); each cell one fresh process, "
+          "wall incl. imports and model load\n")
     print("| | " + " | ".join(n for _, n in cols) + " |")
     print("|---|" + "---:|" * len(cols))
     for label, f in rows:
         print(f"| {label} | " + " | ".join(cell(k, f) for k, _ in cols) + " |")
+    peers = [R[k]["full"]["wall_s"] for k in ("langchain", "llamaindex") if k in R]
+    if peers:
+        best = min(peers)
+        print(f"| full ingest / faster peer ({best:.1f} s) | " + " | ".join(
+            "–" if k in ("langchain", "llamaindex") else cell(k, lambda r: f"{r['full']['wall_s'] / best:.2f}x") for k, _ in cols) + " |")
     print("\n¹ time inside the embedding call; indexops loads its model lazily on the first call, so its figure includes the "
           "model load (peers load it before)")
+    print("peak RSS: the process itself and the children it waited for (the larger of indexops' main process and its encoder "
+          "workers); a wall figure is one fresh process tree each")
     ch = [c for c in cols if c[0] != "plain"]
     print(f"\nchecks after the change ({d['expected_docs']:,} documents expected):\n")
     print("| check | " + " | ".join(n for _, n in ch) + " |")

@@ -52,11 +52,13 @@ class Chunker:
     def warm(self, texts: list[str]) -> None:
         """Let a tokenizer that can batch (the model's) tokenize the next documents in one call."""
         warm = getattr(self.tok, "warm", None)
-        if warm is not None:
+        if warm is not None and self.settings.strategy != "document":  # whole documents need no token spans
             warm(texts)
 
     def chunk(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:
         title = title or ""
+        if self.settings.strategy == "document":
+            return self._whole(doc_id, title, text, metadata)
         prefix = ""
         budget = self.max_tokens
         room = self.max_tokens - MIN_BUDGET - 1  # the title may use what the text does not need
@@ -99,6 +101,19 @@ class Chunker:
                 )
             )
         return ChunkResult(chunks, dropped)
+
+
+    def _whole(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:
+        """One chunk per document, as LangChain's and LlamaIndex's defaults without a splitter: the
+        model reads its first window (it truncates), BM25 and the payload keep the whole text."""
+        piece = text.strip()
+        if not piece:
+            return ChunkResult([], 0)
+        prefix = f"{title}\n" if self.settings.include_title and title.strip() else ""
+        th = sha256_hex(piece)
+        return ChunkResult([Chunk(chunk_id=chunk_id(doc_id, 0, th, self.version), doc_id=doc_id, position=0, text=piece,
+                                  embed_text=prefix + piece, chunk_hash=chunk_hash(piece, title, metadata), title=title,
+                                  metadata=metadata)], 0)
 
 
 def _token_windows(spans: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class HashingEmbedder:
         return out
 
 
-_MODELS: dict[tuple[str, str], object] = {}
+_MODELS: dict[tuple[str, str, str], object] = {}
 _BUNDLED_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 
 
@@ -165,15 +165,26 @@ def _remembered(d: Path, files: Sequence[Path], compute: Callable[[], str]) -> s
     return known[key]
 
 
-class SentenceTransformerEmbedder:
-    """sentence-transformers model, loaded lazily: a run with nothing to embed never loads it."""
+TorchDtype = Literal["float32", "bfloat16"]
 
-    def __init__(self, model: str, batch_size: int = 64, device: str = "cpu", normalize: bool = True) -> None:
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model, loaded lazily: a run with nothing to embed never loads it.
+
+    `dtype="bfloat16"` runs the weights in bf16: on CPUs with AMX (oneDNN) that is ~4x float32 with
+    vectors within cosine ~0.998 of it; pooled vectors are normalised in float32.
+    """
+
+    def __init__(self, model: str, batch_size: int = 64, device: str = "cpu", normalize: bool = True,
+                 dtype: TorchDtype = "float32") -> None:
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"unknown torch dtype {dtype!r}: float32 or bfloat16")
         self.model_id = model
         self.path = resolve_model_path(model)
         self.batch_size = batch_size
         self.device = device
         self.normalize = normalize
+        self.dtype = dtype
         self._model = None
         self._fingerprint: str | None = None
         self._tokenizer: HFTokenizer | None = None
@@ -199,33 +210,41 @@ class SentenceTransformerEmbedder:
 
     def _load(self):
         if self._model is None:
-            key = (self.path, self.device)
+            key = (self.path, self.device, self.dtype)
             if key not in _MODELS:  # one model load per process, however many runs it serves
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()
-                _MODELS[key] = SentenceTransformer(self.path, device=self.device)
+                m = SentenceTransformer(self.path, device=self.device)
+                if self.dtype == "bfloat16":
+                    import torch
+
+                    m = m.to(torch.bfloat16)
+                _MODELS[key] = m
             self._model = _MODELS[key]
         return self._model
 
     def fingerprint(self) -> str:
-        """sha256 over the weight files, so a silently swapped model changes the recipe."""
+        """sha256 over the weight files (and the dtype when not float32), so a swapped model or a
+        different precision changes the recipe."""
         if self._fingerprint is None:
-            d = self._local_dir()
-            if d is not None:
-                files = sorted(
-                    f for f in d.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".onnx", ".pt"}
-                )
-                self._fingerprint = _remembered(d, files, lambda: _weights_digest(d, files))
-            else:  # hub model: hash the loaded parameters
-                h = hashlib.sha256()
-                for name, t in sorted(self._load().state_dict().items()):
-                    h.update(name.encode())
-                    h.update(t.detach().cpu().numpy().tobytes())
-                self._fingerprint = h.hexdigest()
+            self._fingerprint = self._weights_fingerprint()
+            if self.dtype != "float32":
+                self._fingerprint = hashlib.sha256(f"{self._fingerprint}:torch:{self.dtype}".encode()).hexdigest()
         return self._fingerprint
+
+    def _weights_fingerprint(self) -> str:
+        d = self._local_dir()
+        if d is not None:
+            files = sorted(f for f in d.rglob("*") if f.is_file() and f.suffix in {".safetensors", ".bin", ".onnx", ".pt"})
+            return _remembered(d, files, lambda: _weights_digest(d, files))
+        h = hashlib.sha256()  # hub model: hash the loaded parameters
+        for name, t in sorted(self._load().state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()
 
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
@@ -255,39 +274,69 @@ class SentenceTransformerEmbedder:
         step = self.batch_size * 4
         for start in range(0, n, step):
             idx = order[start : start + step]
-            vecs = model.encode(
-                [texts[i] for i in idx],
-                batch_size=self.batch_size,
-                normalize_embeddings=self.normalize,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            if self.dtype == "float32":
+                vecs = model.encode([texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                    convert_to_numpy=True, show_progress_bar=False)
+            else:  # numpy has no bf16: pooled vectors come back as a tensor, normalised here in float32
+                vecs = model.encode([texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=False,
+                                    convert_to_tensor=True, show_progress_bar=False).float().cpu().numpy()
+                if self.normalize:
+                    vecs /= np.clip(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12, None)
             out[idx] = vecs
             if progress:
                 progress(min(start + step, n), n)
         return out
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_backend(backend: str, device: str = "cpu") -> str:
+    """`auto` -> onnx-int8 on CPU (fastest start, ~2.3x torch float32, nDCG@10 within 0.002), torch on a GPU.
+
+    torch-bf16 encodes about as fast on CPUs with AMX and stays closer to float32, but importing torch
+    costs ~6 s that every small delta would pay (README "Encoder backends")."""
+    if backend != "auto":
+        return backend
+    return "onnx-int8" if device == "cpu" else "torch"
+
+
+def default_batch_size(backend: str) -> int:
+    """Texts per forward pass, measured per backend on SciFact (bf16 on AMX is fastest at 16)."""
+    return {"torch-bf16": 16, "onnx-int8": 16, "onnx": 32}.get(backend, 64)
+
+
 def make_embedder(
-    model: str, *, dim: int = 384, batch_size: int = 64, device: str = "cpu", normalize: bool = True, backend: str = "torch"
+    model: str, *, dim: int = 384, batch_size: int | None = None, device: str = "cpu", normalize: bool = True,
+    backend: str = "torch",
 ) -> Embedder:
     """Build the embedder a config names: 'hashing' or any sentence-transformers model.
 
     Args:
-        backend: `torch` (sentence-transformers), `onnx` or `onnx-int8` (ONNX Runtime, CPU); the
-            hashing embedder ignores it.
+        backend: `torch` (sentence-transformers, float32), `torch-bf16` (bfloat16 weights), `onnx` or
+            `onnx-int8` (ONNX Runtime, CPU), or `auto` (see `resolve_backend`); the hashing embedder
+            ignores it.
+        batch_size: texts per forward pass; None = the backend's measured best.
 
     Raises:
         ValueError: an unknown backend, or an ONNX backend asked for a device other than cpu.
     """
     if model == "hashing":
         return HashingEmbedder(dim=dim)
-    if backend == "torch":
-        return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize)
+    backend = resolve_backend(backend, device)
+    batch_size = batch_size or default_batch_size(backend)
+    if backend in ("torch", "torch-bf16"):
+        return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize,
+                                           dtype="bfloat16" if backend == "torch-bf16" else "float32")
     if backend in ("onnx", "onnx-int8"):
         if device != "cpu":
             raise ValueError(f"embedding.backend {backend!r} runs on cpu only (device {device!r}); use backend torch")
         from indexops.onnx_embedder import OnnxEmbedder
 
         return OnnxEmbedder(model, backend=backend, batch_size=batch_size, normalize=normalize)  # type: ignore[arg-type]
-    raise ValueError(f"unknown embedding backend {backend!r}: torch, onnx or onnx-int8")
+    raise ValueError(f"unknown embedding backend {backend!r}: auto, torch, torch-bf16, onnx or onnx-int8")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from indexops.embedders import ProgressFn, SentenceTransformerEmbedder, Tokenizer, resolve_model_path
+from indexops.embedders import ProgressFn, SentenceTransformerEmbedder, Tokenizer, cpu_cores, resolve_model_path
 
 OnnxBackend = Literal["onnx", "onnx-int8"]
 
@@ -37,13 +37,6 @@ _SESSIONS: dict[tuple[str, int], Any] = {}
 def cache_dir() -> Path:
     """Where exported models live: `$INDEXOPS_CACHE_DIR`, else `~/.cache/indexops`."""
     return Path(os.environ.get("INDEXOPS_CACHE_DIR") or Path.home() / ".cache" / "indexops")
-
-
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _ort_version() -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from indexops.chunking import Chunker
 from indexops.dedupe import BatchBuckets, NearDuplicateIndex, Signature
-from indexops.embedders import Embedder, ProgressFn, make_embedder
+from indexops.embedders import Embedder, ProgressFn, cpu_cores, make_embedder, resolve_backend
 from indexops.ids import canonical_json, point_id, sha256_hex, text_hash, version_hash
 from indexops.ledger import SCHEMA_VERSION, BatchCommit, ChunkRow, DocRow, DocWrite, Ledger, multiset_term
 from indexops.models import BatchCounts, Chunk, FeedRecord, Quarantined
@@ -79,6 +79,20 @@ def build_recipe(settings: Settings, embedder: Embedder, chunker: Chunker, bm25:
     }
 
 
+def pooled(embedder: Embedder, settings: Settings) -> Embedder:
+    """The embedder, spread over worker processes when the config and the machine have cores for it."""
+    e = settings.embedding
+    cores = cpu_cores()
+    workers = cores if e.workers is None else e.workers
+    if e.model == "hashing" or e.device != "cpu" or workers < 2:
+        return embedder
+    from indexops.embed_pool import PooledEmbedder
+
+    spec = {"model": e.model, "dim": e.dim, "batch_size": e.batch_size, "device": e.device, "normalize": e.normalize,
+            "backend": resolve_backend(e.backend, e.device)}
+    return PooledEmbedder(embedder, spec, workers, min_texts=e.pool_min_texts, cores=cores)
+
+
 def recipe_hash(recipe: dict[str, Any]) -> str:
     return sha256_hex(canonical_json(recipe))
 
@@ -87,8 +101,12 @@ def open_index(workspace: str | Path, settings: Settings) -> IndexContext:
     """Open the ledger and the recipe's collection in a workspace (created if missing)."""
     ws = Path(workspace)
     ws.mkdir(parents=True, exist_ok=True)
+    if settings.embedding.backend == "auto":  # the ledger records the backend that made the vectors
+        settings = settings.model_copy(deep=True)
+        settings.embedding.backend = resolve_backend("auto", settings.embedding.device)  # type: ignore[assignment]
     e = settings.embedding
     embedder = make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize, backend=e.backend)
+    embedder = pooled(embedder, settings)
     chunker = Chunker(settings.chunking, embedder.tokenizer(), tokenizer_id=embedder.fingerprint()[:16])
     bm25 = Bm25Encoder(settings.bm25)
     recipe = build_recipe(settings, embedder, chunker, bm25)

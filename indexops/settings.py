@@ -19,8 +19,9 @@ class _Strict(BaseModel):
 
 
 class ChunkingSettings(_Strict):
-    strategy: Literal["token_window", "recursive"] = Field(
-        "recursive", description="token_window: fixed windows; recursive: paragraph/sentence aware"
+    strategy: Literal["token_window", "recursive", "document"] = Field(
+        "recursive", description="token_window: fixed windows; recursive: paragraph/sentence aware; "
+        "document: one chunk per document (the model reads its first max_tokens)"
     )
     max_tokens: int = Field(256, gt=8, description="chunk size in the embedding model's tokens")
     overlap_tokens: int = Field(32, ge=0, description="tokens shared by consecutive windows")
@@ -40,13 +41,20 @@ class EmbeddingSettings(_Strict):
         "all-MiniLM-L6-v2",
         description="'hashing' for the deterministic test embedder, else a sentence-transformers name or path",
     )
-    batch_size: int = Field(64, gt=0)
+    batch_size: int | None = Field(None, gt=0, description="texts per forward pass; unset = the backend's measured best")
     dim: int = Field(384, gt=0, description="vector size of the hashing embedder (real models report their own)")
     device: str = "cpu"
     normalize: bool = True
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "onnx-int8",
-        description="onnx-int8 / onnx: ONNX Runtime on CPU, int8 or fp32 weights (exported once, cached); torch: sentence-transformers",
+    workers: int | None = Field(
+        None, ge=0, description="encoder processes, one thread each share of the cores; unset = one per core, 0/1 = in-process"
+    )
+    pool_min_texts: int = Field(
+        256, ge=1, description="fewer texts are encoded in-process, unless the workers already run (their start-up costs seconds)"
+    )
+    backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="auto: onnx-int8 on CPU, torch on a GPU; torch: sentence-transformers float32; "
+        "torch-bf16: bfloat16 weights; onnx-int8 / onnx: ONNX Runtime on CPU (exported once, cached)",
     )
 
 

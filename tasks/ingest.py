@@ -111,7 +111,7 @@ def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> dict[str, list
 
 
 @lru_cache(maxsize=2)
-def _worker_embedder(model: str, dim: int, batch_size: int, device: str, normalize: bool, backend: str = "torch") -> Any:
+def _worker_embedder(model: str, dim: int, batch_size: int | None, device: str, normalize: bool, backend: str = "torch") -> Any:
     """One model load per worker process, however many encode tasks it runs."""
     return make_embedder(model, dim=dim, batch_size=batch_size, device=device, normalize=normalize, backend=backend)
 

@@ -181,3 +181,18 @@ def test_warming_the_model_tokenizer_in_batches_changes_no_chunk():
     warm.warm([s for _, t, x in docs for s in (t, x)])
     assert [warm.chunk(d, t, x, {}).chunks for d, t, x in docs] == plain
     assert any(len(c) > 1 for c in plain)
+
+
+def test_document_strategy_makes_one_chunk_of_the_whole_text():
+    """One chunk per document (as the peers without a splitter): whole text kept, the title prefixes
+    what the model reads, an empty text makes none, and the recipe version differs from other strategies."""
+    c = _chunker("document", max_tokens=10, include_title=True)
+    long = (WORDS20 + ". ") * 5
+    r = c.chunk("d1", "The title", "  " + long + "  ", {"k": 1})
+    assert len(r.chunks) == 1
+    (ch,) = r.chunks
+    assert ch.text == long.strip() and ch.embed_text == "The title\n" + long.strip() and ch.position == 0
+    assert c.chunk("d1", "The title", long, {"k": 1}).chunks[0].chunk_id == ch.chunk_id
+    assert c.chunk("d2", "t", "   ", {}).chunks == []
+    assert _chunker("document", include_title=False).chunk("d", "T", "x y", {}).chunks[0].embed_text == "x y"
+    assert c.version != _chunker("recursive", max_tokens=10, include_title=True).version

@@ -158,7 +158,7 @@ def test_failed_build_leaves_nothing(tmp_path):
 
 
 def test_backend_setting_and_errors():
-    assert Settings().embedding.backend in {"torch", "onnx", "onnx-int8"}
+    assert Settings().embedding.backend == "auto"
     with pytest.raises(ValueError):
         Settings.model_validate({"embedding": {"backend": "tensorrt"}})
     with pytest.raises(ValueError, match="cpu only"):

@@ -23,7 +23,7 @@ def test_defaults_from_default_yaml(monkeypatch):
 
 def test_overlay_changes_only_its_keys(hashing_settings):
     assert hashing_settings.embedding.model == "hashing" and hashing_settings.embedding.dim == 64
-    assert hashing_settings.embedding.batch_size == 64  # untouched by the overlay
+    assert hashing_settings.embedding.pool_min_texts == 256  # untouched by the overlay (set in default.yaml)
     assert hashing_settings.chunking.max_tokens == 256
 
 

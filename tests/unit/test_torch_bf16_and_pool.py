@@ -1,0 +1,116 @@
+"""bf16 weights on torch, the `auto` backend choice, and the pool of encoder processes, on the bundled
+all-MiniLM-L6-v2 (real model, real child interpreters)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexops import embed_pool
+from indexops.embed_pool import PooledEmbedder, WorkerDied, shutdown_pools
+from indexops.embedders import SentenceTransformerEmbedder, default_batch_size, make_embedder, resolve_backend
+from indexops.pipeline import open_index, pooled
+from indexops.settings import Settings
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+MODEL = "all-MiniLM-L6-v2"
+TEXTS = [f"Sample sentence {i} about {topic} in clinical trials." * (1 + i % 7)
+         for i, topic in enumerate(["insulin", "microglia", "BRCA1", "antibiotics", "statins", "p53"] * 12)]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def fp32_vecs():
+    return SentenceTransformerEmbedder(MODEL).embed(TEXTS)
+
+
+def test_bf16_vectors_stay_close_to_float32_and_get_their_own_fingerprint(fp32_vecs):
+    bf16 = make_embedder(MODEL, backend="torch-bf16")
+    v = bf16.embed(TEXTS)
+    assert v.dtype == np.float32 and v.shape == fp32_vecs.shape
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)  # normalised in float32
+    cos = (v * fp32_vecs).sum(axis=1)
+    assert cos.min() > 0.99, cos.min()
+    fp = make_embedder(MODEL, backend="torch").fingerprint()
+    assert bf16.fingerprint() != fp and bf16.fingerprint() == make_embedder(MODEL, backend="torch-bf16").fingerprint()
+
+
+def test_auto_backend_is_onnx_int8_on_cpu_and_torch_elsewhere():
+    assert resolve_backend("auto") == "onnx-int8"
+    assert resolve_backend("auto", device="cuda") == "torch"
+    assert resolve_backend("onnx") == "onnx" and resolve_backend("torch-bf16") == "torch-bf16"
+    assert default_batch_size("torch-bf16") == 16 and default_batch_size("torch") == 64
+
+
+def test_the_ledger_records_the_backend_auto_resolved_to(tmp_path):
+    s = Settings.model_validate({"embedding": {"model": "hashing", "dim": 16}})
+    ctx = open_index(tmp_path, s)
+    try:
+        assert ctx.settings.embedding.backend == resolve_backend("auto")
+        stored = ctx.ledger.collection_settings(ctx.collection)
+        assert stored["embedding"]["backend"] == resolve_backend("auto")
+    finally:
+        ctx.close()
+
+
+def test_pooled_embedder_matches_in_process_and_keeps_order(fp32_vecs):
+    s = Settings.model_validate({"embedding": {"backend": "torch", "workers": 2, "pool_min_texts": 40}})
+    local = make_embedder(MODEL, backend="torch")
+    emb = pooled(local, s)
+    assert isinstance(emb, PooledEmbedder) and emb.workers == 2
+    try:
+        small = emb.embed(TEXTS[:10])  # below pool_min_texts and no pool yet: in-process
+        assert not embed_pool._POOLS
+        v = emb.embed(TEXTS)
+        assert len(embed_pool._POOLS) == 1 and len(next(iter(embed_pool._POOLS.values()))) == 2
+        np.testing.assert_allclose(v, fp32_vecs, atol=1e-5)  # same model, same order, other processes
+        np.testing.assert_allclose(small, fp32_vecs[:10], atol=1e-5)
+        seen = []
+        again = emb.embed(TEXTS[:33], progress=lambda d, n: seen.append((d, n)))  # warm pool: from 32 texts on
+        np.testing.assert_allclose(again, fp32_vecs[:33], atol=1e-5)
+        assert seen[-1] == (33, 33)
+        assert emb.fingerprint() == local.fingerprint() and emb.dim == local.dim
+    finally:
+        shutdown_pools()
+    assert not embed_pool._POOLS
+
+
+def test_a_killed_worker_fails_the_call_clearly_and_the_next_call_starts_fresh_workers(fp32_vecs):
+    s = Settings.model_validate({"embedding": {"backend": "torch", "workers": 2, "pool_min_texts": 40}})
+    emb = pooled(make_embedder(MODEL, backend="torch"), s)
+    try:
+        emb.embed(TEXTS)
+        workers = next(iter(embed_pool._POOLS.values()))
+        workers[0].proc.kill()
+        workers[0].proc.wait()
+        with pytest.raises(WorkerDied, match="exited"):
+            emb.embed(TEXTS)
+        assert not embed_pool._POOLS  # the broken pool is gone
+        np.testing.assert_allclose(emb.embed(TEXTS), fp32_vecs, atol=1e-5)
+    finally:
+        shutdown_pools()
+
+
+def test_a_worker_that_cannot_load_the_model_says_why(tmp_path):
+    missing = tmp_path / "no-model"
+    missing.mkdir()
+    local = make_embedder("hashing", dim=8)
+    emb = PooledEmbedder(local, {"model": str(missing), "dim": 8, "batch_size": None, "device": "cpu", "normalize": True,
+                                 "backend": "torch"}, workers=2, min_texts=1)
+    try:
+        with pytest.raises(WorkerDied, match="failed"):
+            emb.embed(["a", "b", "c"])
+    finally:
+        shutdown_pools()
+
+
+def test_hashing_and_single_core_configs_stay_in_process():
+    assert not isinstance(pooled(make_embedder("hashing", dim=8), Settings.model_validate({"embedding": {"model": "hashing"}})),
+                          PooledEmbedder)
+    one = Settings.model_validate({"embedding": {"workers": 1}})
+    assert not isinstance(pooled(make_embedder(MODEL, backend="torch"), one), PooledEmbedder)
