@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote  # large inputs: skip Prefect's walk over them
 
 from indexops.evaluation import BelowFloor, floor_check
 from indexops.pipeline import open_live
@@ -28,7 +29,7 @@ def evaluate(
     ctx = open_live(workspace, settings)
     try:
         qs = load_query_set_task(queries, qrels)
-        outcomes = [evaluate_retriever(ctx, qs, r, settings.eval.metrics) for r in (retrievers or settings.eval.retrievers)]
+        outcomes = [evaluate_retriever(quote(ctx), quote(qs), r, settings.eval.metrics) for r in (retrievers or settings.eval.retrievers)]
         publish_eval_table(outcomes)
         if pin_baseline:
             for o in outcomes:

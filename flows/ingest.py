@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import Task, flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from indexops.feeds.sources import detect_kind
 from indexops.ingest import IngestFailed, failure_message, quarantine_spike
@@ -76,6 +77,10 @@ def _ingest(feed_path: str, workspace: str, settings: Any, source_kind: str, fee
         at["stage"] = stage
         t = time.perf_counter()
         try:
+            # quote(): Prefect would otherwise walk every argument (a batch's records, chunks and
+            # 384-float vectors) looking for futures — seconds per task on a 500-document batch
+            if isinstance(fn, Task):
+                args = tuple(a if isinstance(a, (str, int, float, bool, type(None))) else quote(a) for a in args)
             return fn(*args)
         finally:
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t

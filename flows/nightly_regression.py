@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote  # large inputs: skip Prefect's walk over them
 
 from indexops.evaluation import RegressionFailed
 from indexops.gate import worst
@@ -42,14 +43,14 @@ def nightly_regression(
         qs = load_query_set_task(queries, qrels)
         reports = []
         for r in settings.eval.retrievers:
-            cur = evaluate_retriever(live, qs, r, settings.eval.metrics)
+            cur = evaluate_retriever(quote(live), quote(qs), r, settings.eval.metrics)
             base = live.ledger.pinned_eval(r, qs.hash)
             if base is None:
                 live.ledger.pin_eval(cur.eval_id)
                 log.info("no baseline for %s on %s: pinned this run (%s)", r, qs.name, cur.eval_id[:12])
                 result["live"][r] = {"status": "pass", "summary": "baseline pinned by this run", "eval_id": cur.eval_id}
                 continue
-            g = gate_against_baseline(live, base["eval_id"], cur.eval_id, qs)
+            g = gate_against_baseline(quote(live), base["eval_id"], cur.eval_id, quote(qs))
             reports.append(g)
             result["live"][r] = g.to_dict()
         if candidate_config_path:
@@ -60,9 +61,9 @@ def nightly_regression(
                     build_candidate_collection(cand, run_id)
                 cand_reports = []
                 for r in settings.eval.retrievers:
-                    o = evaluate_retriever(cand, qs, r, settings.eval.metrics)
+                    o = evaluate_retriever(quote(cand), quote(qs), r, settings.eval.metrics)
                     base = live.ledger.pinned_eval(r, qs.hash)
-                    g = gate_against_baseline(live, base["eval_id"], o.eval_id, qs)
+                    g = gate_against_baseline(quote(live), base["eval_id"], o.eval_id, quote(qs))
                     cand_reports.append(g)
                 reports += cand_reports
                 cstatus = worst([g.status for g in cand_reports])
