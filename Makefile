@@ -76,6 +76,7 @@ bench-quick: install
 	$(BIN)/python bench/ingest_scifact.py --quick
 	$(BIN)/python bench/encoder_backends.py --quick
 	$(BIN)/python bench/delta_vs_corpus.py --quick
+	$(BIN)/python bench/peers.py --quick --limit 60  # builds bench/.peers-venv once (~2 min)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

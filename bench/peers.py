@@ -3,7 +3,8 @@ documents, the same model and the same three scenarios: full ingest, no-op re-ru
 the documents changed plus 1% deleted.
 
     python bench/peers.py            # whole ../shared/data/scifact corpus (~40 min)
-    python bench/peers.py --quick    # 200 documents, one no-op run, 2 changed + 2 deleted (~3 min)
+    python bench/peers.py --quick    # 200 documents, one no-op run, 2 changed + 2 deleted (~4 min)
+    python bench/peers.py --quick --limit 60   # the CI smoke run (make bench-quick; mini_beir without ../shared)
     python bench/peers.py --venv-only  # only build bench/.peers-venv (~2 min, once)
 
 The peers never become project dependencies: they live in a venv this script builds once at
@@ -538,9 +539,12 @@ def main() -> None:
     if a.child:
         return _run_child(a.child, rest)
 
-    limit = 200 if a.quick else a.limit
+    limit = (a.limit or 200) if a.quick else a.limit
     noops = a.noops or (1 if a.quick else 3)
     corpus = a.data / "corpus.jsonl"
+    if not corpus.exists() and a.quick:  # a fresh clone has no ../shared: the bundled 60-document BEIR sample
+        a.data = REPO / "tests" / "data" / "mini_beir"
+        corpus = a.data / "corpus.jsonl"
     if not corpus.exists():
         raise SystemExit(f"no corpus at {corpus}; pass --data DIR (BEIR layout)")
     if not MAIN_PY.exists():
@@ -618,6 +622,7 @@ def main() -> None:
         server.stop()
 
     cmd = "python bench/peers.py" + (" --quick" if a.quick else f" --limit {limit}" if limit else "") + \
+        (f" --limit {limit}" if a.quick and limit != 200 else "") + \
         (" --llamaindex-no-parser" if a.llamaindex_no_parser else "") + (" --with-torch" if a.with_torch else "")
     res = {
         "command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
