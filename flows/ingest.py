@@ -15,7 +15,7 @@ from prefect.utilities.annotations import quote
 from indexops.feeds.sources import detect_kind
 from indexops.ingest import IngestFailed, failure_message, quarantine_spike
 from indexops.models import BatchCounts
-from indexops.pipeline import new_run_id, open_index
+from indexops.pipeline import needs_optimize, new_run_id, open_index
 from indexops.settings import load_settings
 from tasks.ingest import (
     add_counts,
@@ -32,10 +32,12 @@ from tasks.ingest import (
     validate_batch,
     write_index,
 )
+from tasks.maintenance import optimize_store
 
 # the task each timed stage runs, so a failure names the task the UI shows
 _STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "plan_changes", "chunk": "chunk_documents",
-               "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "snapshot": "publish_snapshot"}
+               "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "optimize": "optimize_store",
+               "snapshot": "publish_snapshot"}
 
 
 @flow(name="ingest", log_prints=True, description="Apply a feed's pending changes to the index and name the result with a snapshot id.")
@@ -106,6 +108,8 @@ def _ingest(feed_path: str, workspace: str, settings: Any, source_kind: str, fee
                 if unit.applied_file:
                     files.append(unit.label)
             at["unit"] = None
+            if needs_optimize(ctx, totals.chunks_embedded):
+                timed("optimize", optimize_store, ctx)
             manifest = timed("snapshot", publish_snapshot_task, ctx, run_id)
         summary = {
             "run_id": run_id, "feed": sp.feed, "source_kind": kind, "counts": totals.model_dump(),

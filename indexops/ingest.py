@@ -15,7 +15,7 @@ from indexops.embedders import ProgressFn
 from indexops.feeds.readers import FeedFileError
 from indexops.feeds.sources import SourceKind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
 from indexops.models import BatchCounts, Quarantined, SourceRecord
-from indexops.pipeline import IndexContext, apply_batch, new_run_id
+from indexops.pipeline import IndexContext, apply_batch, needs_optimize, new_run_id
 from indexops.snapshot import publish_snapshot
 from indexops.validate import BatchRejected, ValidationResult, validate_records
 
@@ -133,6 +133,10 @@ def ingest_path(
                 applied_file=unit.applied_file, progress=progress, timings=timings,
             )
             totals = totals.add(c)
+        if needs_optimize(ctx, totals.chunks_embedded):
+            t = time.perf_counter()
+            ctx.store.optimize()
+            timings["optimize"] = time.perf_counter() - t
         manifest = publish_snapshot(ctx, run_id)
     finally:
         ctx.ledger.release_lock(ctx.collection, owner)

@@ -104,6 +104,10 @@ class IngestSettings(_Strict):
     concurrency_limit: str | None = Field(
         "indexops-ingest", description="Prefect global concurrency limit every ingest occupies (created by `make deploy`)"
     )
+    optimize_after_points: int | None = Field(
+        50_000, gt=0, description="a run that wrote at least this many points merges the Qdrant Edge segments before it "
+        "ends (unmerged segments make every later open read them all); null: only the maintenance flow does"
+    )
 
 
 class RunnerSettings(_Strict):

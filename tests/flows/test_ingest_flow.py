@@ -128,3 +128,14 @@ def test_beir_folder_and_full_snapshot_sources(tmp_path):
     s2 = _run(snap, ws2, source_kind="snapshot", feed_name="snap")
     assert s2["counts"]["deleted"] == 2 and s2["counts"]["unchanged"] == 4
     assert s2["snapshot"]["documents"] == 4
+
+
+def test_a_bulk_run_optimizes_the_store_as_a_task(tmp_path):
+    """Above `ingest.optimize_after_points` the flow runs `optimize_store` before publishing the snapshot."""
+    feed, ws = tmp_path / "feed", tmp_path / "ws"
+    write_jsonl(feed / "000001-a.jsonl", _docs(30))
+    cfg = tmp_path / "bulk.yaml"
+    cfg.write_text(Path(HASHING).read_text() + "ingest:\n  optimize_after_points: 10\n")
+    s = ingest(feed_path=str(feed), workspace=str(ws), config_path=str(cfg))
+    assert "optimize" in s["timings_s"] and s["snapshot"]["documents"] == 30
+    assert "optimize" not in _run(tmp_path / "feed", tmp_path / "ws2")["timings_s"]  # default threshold 50,000

@@ -351,3 +351,22 @@ def test_full_snapshot_source_deletes_what_it_no_longer_holds(make_ctx, tmp_path
     assert (out["counts"]["deleted"], out["counts"]["upserted"], out["counts"]["unchanged"]) == (1, 1, 1)
     assert doc_ids_in_store(ctx) == {"b", "c"}
     assert_store_matches_ledger(ctx)
+
+
+def test_a_bulk_run_merges_the_store_segments_and_a_small_one_does_not(make_ctx, tmp_path):
+    """`ingest.optimize_after_points`: a run writing that many points optimizes Qdrant Edge before it
+    ends (content, snapshot id and search unchanged); a smaller run leaves the segments alone."""
+    rows = [{"id": f"d{i}", "text": f"document number {i} about topic {i % 7} and more words {i * 3}"} for i in range(40)]
+    feed = tmp_path / "bulk"
+    write_jsonl(feed / "b-001.jsonl", rows)
+    plain = make_ctx(settings_for({"ingest": {"optimize_after_points": None}}))
+    out_plain = ingest_path(plain, feed, "delta")
+    ctx = make_ctx(settings_for({"ingest": {"optimize_after_points": 40}}), workspace=tmp_path / "ws-opt")
+    out = ingest_path(ctx, feed, "delta")
+    assert "optimize" in out["timings_s"] and "optimize" not in out_plain["timings_s"]
+    assert out["snapshot"]["snapshot_id"] == out_plain["snapshot"]["snapshot_id"]
+    assert_store_matches_ledger(ctx)
+    assert _top_doc(ctx, rows[5]["text"]) == "d5"
+    write_jsonl(feed / "b-002.jsonl", [{"id": "d1", "op": "delete"}])
+    assert "optimize" not in ingest_path(ctx, feed, "delta")["timings_s"]  # 0 points written
+    assert_store_matches_ledger(ctx)
