@@ -100,13 +100,12 @@ def child_own(texts_in: Path, config: str | None) -> dict:
     from indexops.settings import load_settings
 
     from indexops.embed_pool import shutdown_pools
-    from indexops.embedders import resolve_backend
-    from indexops.pipeline import pooled
+    from indexops.pipeline import embedding_spec, pooled
 
     s = load_settings(config)
-    e = s.embedding
-    backend = resolve_backend(e.backend, e.device)
-    emb = pooled(make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize, backend=backend), s)
+    spec = embedding_spec(s)
+    backend = spec["backend"]
+    emb = pooled(make_embedder(**spec), s)
     load = time.perf_counter() - t0  # the model loads on first use, in-process or in the workers: encode_s includes it
     t1 = time.perf_counter()
     emb.embed(texts)

@@ -204,12 +204,7 @@ def _serve(spec: dict[str, Any], threads: int) -> None:
             import torch
 
             torch.set_num_threads(threads)
-            emb: Embedder = make_embedder(**spec)
-        else:
-            from indexops.onnx_embedder import OnnxEmbedder
-
-            emb = OnnxEmbedder(spec["model"], backend=spec["backend"], batch_size=spec["batch_size"] or 16,
-                               normalize=spec["normalize"], threads=threads)
+        emb: Embedder = make_embedder(**spec, threads=threads)
     except Exception as exc:  # answered to the first request, so the parent sees why
         emb, failure = None, f"{type(exc).__name__}: {exc}"  # type: ignore[assignment]
     while True:

@@ -313,7 +313,7 @@ def default_batch_size(backend: str) -> int:
 
 def make_embedder(
     model: str, *, dim: int = 384, batch_size: int | None = None, device: str = "cpu", normalize: bool = True,
-    backend: str = "torch",
+    backend: str = "torch", threads: int | None = None,
 ) -> Embedder:
     """Build the embedder a config names: 'hashing' or any sentence-transformers model.
 
@@ -322,6 +322,7 @@ def make_embedder(
             `onnx-int8` (ONNX Runtime, CPU), or `auto` (see `resolve_backend`); the hashing embedder
             ignores it.
         batch_size: texts per forward pass; None = the backend's measured best.
+        threads: ONNX Runtime intra-op threads (None: every core); torch reads `torch.set_num_threads`.
 
     Raises:
         ValueError: an unknown backend, or an ONNX backend asked for a device other than cpu.
@@ -338,5 +339,5 @@ def make_embedder(
             raise ValueError(f"embedding.backend {backend!r} runs on cpu only (device {device!r}); use backend torch")
         from indexops.onnx_embedder import OnnxEmbedder
 
-        return OnnxEmbedder(model, backend=backend, batch_size=batch_size, normalize=normalize)  # type: ignore[arg-type]
+        return OnnxEmbedder(model, backend=backend, batch_size=batch_size, normalize=normalize, threads=threads)  # type: ignore[arg-type]
     raise ValueError(f"unknown embedding backend {backend!r}: auto, torch, torch-bf16, onnx or onnx-int8")

@@ -88,9 +88,15 @@ def pooled(embedder: Embedder, settings: Settings) -> Embedder:
         return embedder
     from indexops.embed_pool import PooledEmbedder
 
-    spec = {"model": e.model, "dim": e.dim, "batch_size": e.batch_size, "device": e.device, "normalize": e.normalize,
+    return PooledEmbedder(embedder, embedding_spec(settings), workers, min_texts=e.pool_min_texts, cores=cores)
+
+
+def embedding_spec(settings: Settings) -> dict[str, Any]:
+    """`make_embedder` keyword arguments for the configured model (backend resolved): the same
+    embedder in this process, in an encoder worker or on a Dask worker."""
+    e = settings.embedding
+    return {"model": e.model, "dim": e.dim, "batch_size": e.batch_size, "device": e.device, "normalize": e.normalize,
             "backend": resolve_backend(e.backend, e.device)}
-    return PooledEmbedder(embedder, spec, workers, min_texts=e.pool_min_texts, cores=cores)
 
 
 def needs_optimize(ctx: IndexContext, points_written: int) -> bool:
@@ -111,9 +117,7 @@ def open_index(workspace: str | Path, settings: Settings) -> IndexContext:
     if settings.embedding.backend == "auto":  # the ledger records the backend that made the vectors
         settings = settings.model_copy(deep=True)
         settings.embedding.backend = resolve_backend("auto", settings.embedding.device)  # type: ignore[assignment]
-    e = settings.embedding
-    embedder = make_embedder(e.model, dim=e.dim, batch_size=e.batch_size, device=e.device, normalize=e.normalize, backend=e.backend)
-    embedder = pooled(embedder, settings)
+    embedder = pooled(make_embedder(**embedding_spec(settings)), settings)
     chunker = Chunker(settings.chunking, embedder.tokenizer(), tokenizer_id=embedder.fingerprint()[:16])
     bm25 = Bm25Encoder(settings.bm25)
     recipe = build_recipe(settings, embedder, chunker, bm25)

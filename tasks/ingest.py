@@ -143,9 +143,7 @@ def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> dict[s
     if not cp.to_embed:
         return {}
     texts = pipeline.distinct_embed_texts(cp.to_embed)
-    e = ctx.settings.embedding
-    cfg = {"model": e.model, "dim": e.dim, "batch_size": e.batch_size, "device": e.device, "normalize": e.normalize,
-           "backend": e.backend}
+    cfg = pipeline.embedding_spec(ctx.settings)
     step = ctx.settings.runner.embed_batch
     futures = [runner.submit(encode_texts, parameters={"texts": texts[i : i + step], "embedding": cfg}) for i in range(0, len(texts), step)]
     vecs = [row for f in futures for row in f.result()]
