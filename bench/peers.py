@@ -42,6 +42,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bytecode import compile_repo
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
 PEERS_VENV = REPO / "bench" / ".peers-venv"
@@ -556,6 +558,7 @@ def main() -> None:
         print(", ".join(f"{k} {v}" for k, v in _versions(peers_py, PEER_PACKAGES).items()))
         return
 
+    compile_repo()
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     n_docs = sum(1 for line in open(corpus, encoding="utf-8") if line.strip())

@@ -10,10 +10,11 @@ from typing import Any, Literal
 from prefect import Task, flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.utilities.annotations import quote
 
 from indexops.feeds.sources import detect_kind
-from indexops.ingest import IngestFailed, failure_message, quarantine_spike
+from indexops.ingest import IngestFailed, PendingWork, failure_message, pending_work, quarantine_spike
 from indexops.models import BatchCounts
 from indexops.pipeline import needs_optimize, new_run_id, open_index
 from indexops.settings import load_settings
@@ -52,17 +53,29 @@ def ingest(
 ) -> dict[str, Any]:
     """Run one ingest of `feed_path` into the index in `workspace`; returns the run summary."""
     settings = load_settings(config_path, {"embedding": {"model": embedding_model}} if embedding_model else None)
-    limit = settings.ingest.concurrency_limit
-    # the global limit queues a second ingest visibly in the UI; the ledger lock (below) is what
-    # makes two writers impossible even without a Prefect server-side limit
-    slot = concurrency(limit, occupy=1, timeout_seconds=lock_wait_s or None) if limit else contextlib.nullcontext()
-    with slot:
-        return _ingest(feed_path, workspace, settings, source_kind, feed_name, lock_wait_s)
-
-
-def _ingest(feed_path: str, workspace: str, settings: Any, source_kind: str, feed_name: str | None, lock_wait_s: float) -> dict[str, Any]:
-    log = get_run_logger()
     kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
+    limit = settings.ingest.concurrency_limit
+    # the global limit queues a second ingest visibly in the UI; the ledger lock (in _ingest) is
+    # what makes two writers impossible even without a Prefect server-side limit. A delta feed with
+    # nothing pending writes nothing, so it does not queue (should a file land meanwhile, the run
+    # applies it under the ledger lock all the same).
+    pending = _pending(workspace, settings, feed_path, kind, feed_name)
+    idle = pending is not None and pending.files == 0
+    slot = concurrency(limit, occupy=1, timeout_seconds=lock_wait_s or None) if limit and not idle else contextlib.nullcontext()
+    with slot:
+        return _ingest(feed_path, workspace, settings, kind, feed_name, lock_wait_s)
+
+
+def _pending(workspace: str, settings: Any, feed_path: str, kind: str, feed_name: str | None) -> PendingWork | None:
+    """What the feed has waiting, or None when unknown; a ledger error here is left for the run to report."""
+    try:
+        return pending_work(workspace, settings.ledger.url, feed_path, kind, feed_name)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the run below meets the same error and reports it in full
+        return None
+
+
+def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name: str | None, lock_wait_s: float) -> dict[str, Any]:
+    log = get_run_logger()
     ctx = open_index(workspace, settings)
     run_id = str(flow_run.get_id() or new_run_id())
     owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
@@ -134,6 +147,27 @@ def _ingest(feed_path: str, workspace: str, settings: Any, source_kind: str, fee
     finally:
         ctx.ledger.release_lock(ctx.collection, owner)
         ctx.close()
+
+
+# pending delta files below this size are seconds of work (~700 SciFact-sized documents)
+QUICK_RUN_BYTES = 1 << 20
+
+
+def run_ingest(**params: Any) -> dict[str, Any]:
+    """Run the flow in this process (the CLI's path). A run with nothing or little pending (delta
+    files under QUICK_RUN_BYTES) sends no heartbeats: Prefect joins its heartbeat thread, which
+    sleeps in one-second steps, at the end of every run (0-1 s on a run that otherwise takes 2-4),
+    and such a run ends long before a heartbeat-based zombie detector would look at it. Any other
+    run keeps Prefect's heartbeats; a killed run is marked crashed in the ledger by the next run."""
+    settings = load_settings(params.get("config_path"), {"embedding": {"model": params["embedding_model"]}} if params.get("embedding_model") else None)
+    feed_path = params["feed_path"]
+    source_kind = params.get("source_kind", "auto")
+    kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
+    pending = _pending(params["workspace"], settings, feed_path, kind, params.get("feed_name"))
+    quick = pending is not None and pending.bytes < QUICK_RUN_BYTES
+    quiet = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}) if quick else contextlib.nullcontext()
+    with quiet:
+        return ingest(**params)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 from indexops.embedders import ProgressFn
 from indexops.feeds.readers import FeedFileError
 from indexops.feeds.sources import SourceKind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
+from indexops.ledger import Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
 from indexops.pipeline import IndexContext, apply_batch, needs_optimize, new_run_id
 from indexops.snapshot import publish_snapshot
@@ -83,6 +84,35 @@ def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str
         yield unit
 
     return SourcePlan(name, kind, snapshot_units())
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """What a delta feed has waiting: batch files and their bytes."""
+
+    files: int
+    bytes: int
+
+
+def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path, kind: SourceKind,
+                 feed: str | None = None) -> PendingWork | None:
+    """A delta feed's waiting batch files, read from the ledger alone (no index opened, no model
+    loaded): lets a caller skip queueing and heartbeats for a run with little or nothing to do.
+    None for snapshot and BEIR sources, which are compared record by record, and for a missing feed."""
+    if kind != "delta" or not Path(path).is_dir():
+        return None
+    led = Ledger.for_workspace(workspace, ledger_url)
+    try:
+        pending = scan_delta_feed(path, led, feed or feed_name(path)).pending
+    finally:
+        led.close()
+    size = 0
+    for pf in pending:
+        try:
+            size += pf.path.stat().st_size
+        except OSError:
+            pass
+    return PendingWork(len(pending), size)
 
 
 def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | None = None) -> ValidationResult:

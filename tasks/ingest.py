@@ -35,6 +35,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+PROGRESS_MIN_CHUNKS = 256
+
 IO_RETRY = dict(retries=3, retry_delay_seconds=[1, 5, 15], retry_condition_fn=_transient)
 
 
@@ -83,7 +85,9 @@ def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> dict[str, list
     if not cp.to_embed:
         return {}
     n = len(cp.to_embed)
-    art = create_progress_artifact(progress=0.0, description=f"embedding {n} chunks of {label} with {ctx.embedder.model_id}")
+    # a few hundred chunks take seconds: a progress artifact would only add API calls to the run
+    art = create_progress_artifact(progress=0.0, description=f"embedding {n} chunks of {label} with {ctx.embedder.model_id}") \
+        if n >= PROGRESS_MIN_CHUNKS else None
     bar = None
     if sys.stderr.isatty():
         from rich.progress import Progress
@@ -95,7 +99,7 @@ def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> dict[str, list
 
     def progress(done: int, total: int) -> None:
         pct = 100.0 * done / max(total, 1)
-        if pct - last[0] >= 5 or done == total:
+        if art is not None and (pct - last[0] >= 5 or done == total):
             update_progress_artifact(artifact_id=art, progress=pct)
             last[0] = pct
         if bar is not None:

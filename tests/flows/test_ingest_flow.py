@@ -139,3 +139,33 @@ def test_a_bulk_run_optimizes_the_store_as_a_task(tmp_path):
     s = ingest(feed_path=str(feed), workspace=str(ws), config_path=str(cfg))
     assert "optimize" in s["timings_s"] and s["snapshot"]["documents"] == 30
     assert "optimize" not in _run(tmp_path / "feed", tmp_path / "ws2")["timings_s"]  # default threshold 50,000
+
+
+def test_a_run_with_nothing_pending_does_not_queue_behind_the_concurrency_limit(tmp_path):
+    """While another ingest holds the global limit's only slot, a run with nothing to apply still
+    finishes at once (it writes nothing); a run with a pending file waits and gives up after --wait."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+
+    feed, ws = tmp_path / "feed", tmp_path / "ws"
+    write_jsonl(feed / "000001-a.jsonl", _docs(3))
+    first = _run(feed, ws)
+
+    async def limit(create: bool) -> None:
+        async with get_client() as c:
+            if create:
+                await c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="indexops-ingest", limit=1))
+            else:
+                await c.delete_global_concurrency_limit_by_name("indexops-ingest")
+
+    asyncio.run(limit(True))
+    try:
+        with concurrency("indexops-ingest", occupy=1):  # another ingest is running
+            idle = _run(feed, ws, lock_wait_s=2.0)
+            assert idle["files"] == [] and idle["snapshot"]["snapshot_id"] == first["snapshot"]["snapshot_id"]
+            write_jsonl(feed / "000002-b.jsonl", _docs(1, start=50))
+            with pytest.raises(TimeoutError):
+                _run(feed, ws, lock_wait_s=2.0)
+        assert _run(feed, ws)["files"] == ["000002-b.jsonl"]  # the slot is free again: the file lands
+    finally:
+        asyncio.run(limit(False))

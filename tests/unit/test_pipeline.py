@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexops.ingest import ingest_path, plan_source
+from indexops.ingest import PendingWork, ingest_path, pending_work, plan_source
 from indexops.pipeline import apply_batch, chunk_batch, embed_chunks, plan_batch, write_store
 from indexops.snapshot import current_snapshot_id
 from tests.conftest import write_jsonl
@@ -70,6 +70,24 @@ def test_rerun_applies_nothing(make_ctx, tmp_path):
     assert again["snapshot"]["snapshot_id"] == first["snapshot"]["snapshot_id"] and again["snapshot"]["new"] is False
     assert len(ctx.ledger.list_snapshots()) == 1
     assert_store_matches_ledger(ctx)
+
+
+def test_pending_work_counts_waiting_files_from_the_ledger_alone(make_ctx, tmp_path):
+    """What lets a run with nothing to do skip queueing: applied files are not pending, a new one is,
+    with its size; snapshot sources and missing feeds are 'unknown', never 'nothing'."""
+    feed = tmp_path / "news"
+    write_jsonl(feed / "b-001.jsonl", [{"id": "a", "text": "apples are red"}])
+    ctx = make_ctx()
+    url = ctx.settings.ledger.url
+    first = pending_work(ctx.workspace, url, feed, "delta")
+    assert first is not None and first.files == 1 and first.bytes == (feed / "b-001.jsonl").stat().st_size
+    ingest_path(ctx, feed, "delta")
+    assert pending_work(ctx.workspace, url, feed, "delta") == PendingWork(0, 0)
+    write_jsonl(feed / "b-002.jsonl", [{"id": "b", "text": "bananas are yellow"}])
+    assert pending_work(ctx.workspace, url, feed, "delta") == PendingWork(1, (feed / "b-002.jsonl").stat().st_size)
+    assert pending_work(ctx.workspace, url, feed, "delta", feed="another-feed").files == 2  # the ledger is per feed
+    assert pending_work(ctx.workspace, url, feed, "snapshot") is None
+    assert pending_work(ctx.workspace, url, tmp_path / "missing", "delta") is None
 
 
 def test_files_apply_in_name_order_not_write_order(make_ctx, tmp_path):
