@@ -49,7 +49,7 @@ class IndexContext:
         if self._store is None:
             s = self.settings.store
             self._store = open_store(s.backend, self.workspace, self.collection, self.embedder.dim, s.url, s.api_key_env,
-                                     s.shards, s.replication_factor)
+                                     s.shards, s.replication_factor, s.memory)
         return self._store
 
     def close(self) -> None:
@@ -323,7 +323,7 @@ def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite],
         ledger_exact = {h: sorted(x for x in v if x not in excluded) for h, v in found.items()}
 
     sigs: dict[str, Signature] = {}
-    bucket_keys: dict[str, list[str]] = {}
+    bucket_keys: dict[str, list[int]] = {}
     ledger_buckets: dict[str, set[str]] = {}
     ledger_sigs: dict[str, Signature] = {}
     if ctx.near is not None:

@@ -89,6 +89,11 @@ class StoreSettings(_Strict):
     collection_prefix: str = "indexops"
     shards: int | None = Field(None, gt=0, description="shard_number for new collections on a Qdrant cluster")
     replication_factor: int | None = Field(None, gt=0, description="replicas per shard on a Qdrant cluster")
+    memory: Literal["cold", "cached"] = Field(
+        "cold", description="Qdrant Edge placement for new collections: cold maps everything from disk and reads what is "
+        "touched (opening costs the same at 10k or 1M points); cached reads vectors into memory on open and keeps the "
+        "sparse index in RAM (faster first queries for a long-lived searcher)"
+    )
 
 
 class LedgerSettings(_Strict):

@@ -57,35 +57,47 @@ class VectorStore(Protocol):
 class EdgeStore:
     """Qdrant Edge shard in the workspace: WAL, HNSW, sparse IDF, in-process."""
 
-    def __init__(self, path: str | Path, collection: str, dim: int) -> None:
+    def __init__(self, path: str | Path, collection: str, dim: int, memory: str = "cold") -> None:
         import qdrant_edge as qe
 
         self._qe = qe
         self.collection = collection
         self.path = Path(path)
-        cfg = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-        )
         if not (self.path / "edge_config.json").exists():
-            self._create(cfg)
+            self._create(dim, memory)
         self._shard = qe.EdgeShard.load(str(self.path))
 
-    def _create(self, cfg: Any) -> None:
+    def _create(self, dim: int, memory: str) -> None:
         """Build the shard in a scratch directory beside its place, then rename it in.
+
+        Placement: Edge by default keeps the sparse index in RAM and reads dense vectors into the
+        page cache when a shard opens, so every process that opens it (each CLI command, each
+        ingest) pays time and memory in proportion to the corpus (100k points: +169 MiB). `cold`
+        maps vectors, HNSW graph, sparse index, payload and the doc_id index from disk and reads
+        what a query or an update touches. It is fixed when a segment is written: it applies to
+        new collections and to every segment they merge later.
 
         Edge writes its WAL and segment directories before `edge_config.json`: a process killed
         in between left a directory that Edge would neither load nor create again ("path already
         contains segment data"). A rename is atomic, so a crash now leaves only a scratch dir.
         """
         qe = self._qe
+        m = qe.Memory.Cold if memory == "cold" else qe.Memory.Cached
+        cfg = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=m)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=m)},
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000, memory=m),  # Qdrant's defaults
+            payload_memory=m,
+            id_tracker_memory=m,
+        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():  # half-made by an older version that crashed: no data can be in it
             self.path.rename(self.path.with_name(f"{self.path.name}.incomplete-{os.getpid()}-{time.time_ns()}"))
         scratch = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.creating-", dir=self.path.parent))
         try:
             shard = qe.EdgeShard.create(str(scratch / "shard"), cfg)
-            shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.PayloadSchemaType.Keyword))
+            # doc_id finds a document's chunks (deletes, checks); it never filters a vector search
+            shard.update(qe.UpdateOperation.create_field_index("doc_id", qe.KeywordIndexParams(memory=m, enable_hnsw=False)))
             shard.flush()
             shard.close()
             try:
@@ -295,10 +307,10 @@ def _check_payload(payload: dict[str, Any]) -> None:
 
 
 def open_store(backend: str, workspace: str | Path, collection: str, dim: int, url: str | None = None, api_key_env: str | None = None,
-               shards: int | None = None, replication_factor: int | None = None) -> VectorStore:
+               shards: int | None = None, replication_factor: int | None = None, memory: str = "cold") -> VectorStore:
     """Open (creating if needed) the collection for a recipe on the configured back end."""
     if backend == "edge":
-        return EdgeStore(Path(workspace) / "collections" / collection, collection, dim)
+        return EdgeStore(Path(workspace) / "collections" / collection, collection, dim, memory)
     if not url:
         raise ValueError("store.backend 'qdrant' needs store.url (a server URL, ':memory:' or a path)")
     api_key = os.environ.get(api_key_env) if api_key_env else None

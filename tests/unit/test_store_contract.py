@@ -22,9 +22,12 @@ def _points(keys="abcd"):
     return [StorePoint(_pid(k), AXES[k], SPARSE[k], {"doc_id": k, "chunk_hash": f"h-{k}", "metadata": {"n": i}}) for i, k in enumerate(keys)]
 
 
-@pytest.fixture(params=["edge", "qdrant-memory"])
+@pytest.fixture(params=["edge", "edge-cached", "qdrant-memory"])
 def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "edge", "contract", DIM) if request.param == "edge" else QdrantClientStore(":memory:", "contract", DIM)
+    if request.param.startswith("edge"):
+        s = EdgeStore(tmp_path / "edge", "contract", DIM, memory="cached" if request.param == "edge-cached" else "cold")
+    else:
+        s = QdrantClientStore(":memory:", "contract", DIM)
     yield s
     s.close()
 
@@ -129,6 +132,28 @@ def test_edge_store_persists_across_reopen(tmp_path):
         assert s2.search_dense(AXES["b"], 1)[0].payload["doc_id"] == "b"
     finally:
         s2.close()
+
+
+@pytest.mark.parametrize("memory", ["cold", "cached"])
+def test_edge_placement_is_kept_by_merged_segments(tmp_path, memory):
+    """`store.memory` is written into the shard's config, and segments built by optimize follow it."""
+    import json
+
+    s = EdgeStore(tmp_path / "e", "c", DIM, memory=memory)
+    s.upsert(_points())
+    s.optimize()
+    s.close()
+    cfg = json.loads((tmp_path / "e" / "edge_config.json").read_text())
+    assert cfg["vectors"]["dense"]["memory"] == memory and cfg["sparse_vectors"]["bm25"]["memory"] == memory
+    assert cfg["hnsw_config"]["memory"] == memory and cfg["payload_memory"] == memory
+    segs = [json.loads(f.read_text())["config"] for f in (tmp_path / "e" / "segments").glob("*/segment.json")]
+    assert segs and all(c["sparse_vector_data"]["bm25"]["index"]["memory"] == memory for c in segs)
+    s2 = EdgeStore(tmp_path / "e", "c", DIM, memory="cold" if memory == "cached" else "cached")  # an existing shard keeps its own
+    try:
+        assert s2.search_dense(AXES["d"], 1)[0].payload["doc_id"] == "d" and s2.count() == 4
+    finally:
+        s2.close()
+    assert json.loads((tmp_path / "e" / "edge_config.json").read_text())["vectors"]["dense"]["memory"] == memory
 
 
 def test_open_store_backends(tmp_path):
