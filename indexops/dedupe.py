@@ -80,27 +80,35 @@ class NearDuplicateIndex:
             ph = (self._a[:, None] * hv[None, :] + self._b[:, None]) % _PRIME
         return Signature((ph & _MAX_HASH).min(axis=1).astype(np.uint64))
 
-    def buckets(self, sig: Signature) -> list[str]:
+    def buckets(self, sig: Signature) -> list[int]:
+        """One key per band: its rows' hash as a 63-bit integer (a BIGINT in the ledger)."""
         out = []
         for band in range(self.bands):
             chunk = sig.values[band * self.rows : (band + 1) * self.rows].astype("<u8").tobytes()
-            out.append(hashlib.sha1(band.to_bytes(2, "big") + chunk).hexdigest())
+            out.append(band_key(hashlib.sha1(band.to_bytes(2, "big") + chunk).digest()))
         return out
+
+
+def band_key(digest: bytes) -> int:
+    """The first 63 bits of a band's SHA-1. Ledgers before 0.1 stored the digest's 40 hex digits;
+    `band_key(bytes.fromhex(old))` maps those rows onto the same keys. Two different bands share a
+    key with probability 2^-63: a collision costs one extra Jaccard check, never a wrong match."""
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 class BatchBuckets:
     """In-memory LSH for documents kept earlier in the same batch (not in the ledger yet)."""
 
     def __init__(self) -> None:
-        self._by_bucket: dict[str, set[str]] = {}
+        self._by_bucket: dict[int, set[str]] = {}
         self.signatures: dict[str, Signature] = {}
 
-    def add(self, doc_id: str, sig: Signature, buckets: list[str]) -> None:
+    def add(self, doc_id: str, sig: Signature, buckets: list[int]) -> None:
         self.signatures[doc_id] = sig
         for b in buckets:
             self._by_bucket.setdefault(b, set()).add(doc_id)
 
-    def candidates(self, buckets: list[str]) -> set[str]:
+    def candidates(self, buckets: list[int]) -> set[str]:
         out: set[str] = set()
         for b in buckets:
             out |= self._by_bucket.get(b, set())

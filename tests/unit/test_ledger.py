@@ -41,7 +41,7 @@ def _chunk(cid, doc_id, h="ch"):
 
 def test_documents_round_trip(ledger):
     _commit(ledger, [
-        _doc("a", title="Tïtle ✓", metadata={"k": [1, "ü"], "n": None}, minhash=b"\x00\x01\xff", buckets=["b1", "b2"]),
+        _doc("a", title="Tïtle ✓", metadata={"k": [1, "ü"], "n": None}, minhash=b"\x00\x01\xff", buckets=[11, (1 << 63) - 1]),
         _doc("b", status="duplicate", duplicate_of="a", dup_kind="exact", similarity=1.0),
     ])
     got = ledger.get_documents(["a", "b", "missing"])
@@ -51,7 +51,7 @@ def test_documents_round_trip(ledger):
     assert a.updated_at == T1 and a.updated_at.tzinfo is not None
     assert (got["b"].duplicate_of, got["b"].dup_kind) == ("a", "exact")
     assert ledger.list_duplicates() == [{"doc_id": "b", "duplicate_of": "a", "dup_kind": "exact", "similarity": 1.0}]
-    assert ledger.lsh_candidates(["b1", "zz"]) == {"b1": {"a"}}
+    assert ledger.lsh_candidates([11, 99, (1 << 63) - 1]) == {11: {"a"}, (1 << 63) - 1: {"a"}}
     assert ledger.duplicates_of(["a"])[0].doc_id == "b"
     assert ledger.document_counts() == {"active": 1, "duplicate": 1}
     assert ledger.doc_versions() == {"a": "v-a"}
@@ -72,9 +72,9 @@ def test_active_by_text_hash_and_active_ids(ledger):
 
 
 def test_replacing_a_document_replaces_its_buckets(ledger):
-    _commit(ledger, [_doc("a", buckets=["b1"])])
-    _commit(ledger, [_doc("a", status="duplicate", duplicate_of="z", buckets=["b1"], version=2)])
-    assert ledger.lsh_candidates(["b1"]) == {}  # only active documents are in LSH buckets
+    _commit(ledger, [_doc("a", buckets=[11])])
+    _commit(ledger, [_doc("a", status="duplicate", duplicate_of="z", buckets=[11], version=2)])
+    assert ledger.lsh_candidates([11]) == {}  # only active documents are in LSH buckets
     assert ledger.get_documents(["a"])["a"].version == 2
 
 
@@ -224,3 +224,30 @@ def test_for_workspace_defaults_to_sqlite_file(tmp_path):
         assert (tmp_path / "ws" / "ledger.db").exists()
     finally:
         led.close()
+
+
+def test_an_older_ledgers_hex_lsh_buckets_are_converted_on_open(ledger_url):
+    """Ledgers written before the integer band keys kept 40-hex-digit keys in `lsh_buckets`: the
+    next open moves them into `lsh_bands` under the keys today's dedupe computes, and drops the old table."""
+    import hashlib
+
+    from sqlalchemy import create_engine, inspect, text
+
+    from indexops.dedupe import band_key
+
+    digests = [hashlib.sha1(f"band-{i}".encode()).digest() for i in range(3)]
+    Ledger(ledger_url).close()  # today's schema, then the old table beside it
+    engine = create_engine(ledger_url)
+    with engine.begin() as c:
+        c.execute(text("CREATE TABLE lsh_buckets (bucket VARCHAR(40) NOT NULL, doc_id VARCHAR(512) NOT NULL, PRIMARY KEY (bucket, doc_id))"))
+        for i, d in enumerate(digests):
+            c.execute(text("INSERT INTO lsh_buckets VALUES (:b, :d)"), {"b": d.hex(), "d": f"doc-{i % 2}"})
+    led = Ledger(ledger_url)
+    try:
+        keys = [band_key(d) for d in digests]
+        assert led.lsh_candidates(keys + [12345]) == {keys[0]: {"doc-0"}, keys[1]: {"doc-1"}, keys[2]: {"doc-0"}}
+        assert not inspect(engine).has_table("lsh_buckets")
+    finally:
+        led.close()
+    Ledger(ledger_url).close()  # a second open finds nothing to convert
+    engine.dispose()
