@@ -16,6 +16,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,26 +54,33 @@ def _run_child(mode: str, feed: Path, ws: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def measure(n: int, root: Path, delta_size: int) -> dict:
+def measure(n: int, root: Path, delta_size: int, repeats: int) -> dict:
+    """Base ingest, then `repeats` deltas of the same shape one after the other (seeds 5, 6, ...:
+    the same records at every corpus size), each in a fresh process; the median is reported."""
     from synth_corpus import delta, write_feed
 
     feed, ws = root / f"feed-{n}", root / f"ws-{n}"
     write_feed(feed, n)
     base = _run_child("base", feed, ws)
-    with open(feed / "999999-delta.jsonl", "w", encoding="utf-8") as f:
-        for r in delta(n, delta_size):
-            f.write(json.dumps(r) + "\n")
-    d = _run_child("delta", feed, ws)
+    runs = []
+    for r in range(repeats):
+        with open(feed / f"9999{r:02d}-delta.jsonl", "w", encoding="utf-8") as f:
+            for rec in delta(n, delta_size, seed=5 + r, new_from=r * delta_size):
+                f.write(json.dumps(rec) + "\n")
+        runs.append(_run_child("delta", feed, ws))
     shutil.rmtree(feed, ignore_errors=True)
     size_mib = sum(f.stat().st_size for f in ws.rglob("*") if f.is_file()) / 2**20
     shutil.rmtree(ws, ignore_errors=True)
-    return {"docs": n, "base": base, "delta": d, "workspace_mib": size_mib}
+    med = sorted(runs, key=lambda d: d["wall_s"])[len(runs) // 2]
+    return {"docs": n, "base": base, "delta": {**med, "peak_rss_mib": statistics.median(d["peak_rss_mib"] for d in runs)},
+            "delta_runs": runs, "workspace_mib": size_mib}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--delta", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3, help="deltas per corpus size (the median is reported)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--child", nargs=3, metavar=("MODE", "FEED", "WS"))
@@ -87,12 +95,13 @@ def main() -> None:
     rows = []
     try:
         for n in sizes:
-            r = measure(n, root, delta_size)
+            r = measure(n, root, delta_size, 1 if a.quick else a.repeats)
             rows.append(r)
             print(f"  {n:>9,} docs: base {r['base']['wall_s']:.1f} s, delta {r['delta']['wall_s']:.2f} s, "
                   f"delta peak RSS {r['delta']['peak_rss_mib']:.0f} MiB", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    rows.sort(key=lambda r: r["docs"])  # sizes may be measured largest first; ratios are to the smallest
     first = rows[0]["delta"]
     print(f"\n{delta_size:,}-document delta (50% updates, 30% new, 20% deletes) into corpora of growing size; "
           f"hashing embedder; {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
@@ -103,7 +112,7 @@ def main() -> None:
         print(f"| {r['docs']:,} | {b['wall_s']:.1f} | {r['docs'] / b['wall_s']:.0f} | {d['wall_s']:.2f} | {d['wall_s'] / first['wall_s']:.2f} | "
               f"{d['peak_rss_mib']:.0f} | {d['peak_rss_mib'] / first['peak_rss_mib']:.2f} | {r['workspace_mib']:.0f} |")
     print("\ndelta stages (s):", {r["docs"]: {k: round(v, 2) for k, v in r["delta"]["timings_s"].items()} for r in rows})
-    print("command: python bench/delta_vs_corpus.py" + (" --quick" if a.quick else f" --sizes {a.sizes}"))
+    print("command: python bench/delta_vs_corpus.py" + (" --quick" if a.quick else f" --sizes {a.sizes} --repeats {a.repeats}"))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
 

@@ -77,15 +77,16 @@ def corpus(n: int) -> Iterator[dict]:
         yield document(i)
 
 
-def delta(n_corpus: int, size: int = 1_000, seed: int = 5) -> list[dict]:
-    """A delta of `size` records against a corpus of `n_corpus`: 50% updates, 30% new, 20% deletes."""
+def delta(n_corpus: int, size: int = 1_000, seed: int = 5, new_from: int = 0) -> list[dict]:
+    """A delta of `size` records against a corpus of `n_corpus`: 50% updates, 30% new, 20% deletes.
+    New documents take ids from n_corpus + new_from, so successive deltas add distinct documents."""
     rng = np.random.default_rng(seed)
     n_upd, n_new = size // 2, size * 3 // 10
     n_del = size - n_upd - n_new
     # the same ids at every corpus size: drawn from the first 10,000 documents
     picked = rng.choice(min(n_corpus, 10_000), size=n_upd + n_del, replace=False)
     recs = [document(int(i), version=2) for i in picked[:n_upd]]
-    recs += [document(n_corpus + k) for k in range(n_new)]
+    recs += [document(n_corpus + new_from + k) for k in range(n_new)]
     recs += [{"id": f"syn-{int(i):08d}", "op": "delete"} for i in picked[n_upd:]]
     return recs
 
