@@ -159,11 +159,15 @@ def run_ingest(**params: Any) -> dict[str, Any]:
     sleeps in one-second steps, at the end of every run (0-1 s on a run that otherwise takes 2-4),
     and such a run ends long before a heartbeat-based zombie detector would look at it. Any other
     run keeps Prefect's heartbeats; a killed run is marked crashed in the ledger by the next run."""
-    settings = load_settings(params.get("config_path"), {"embedding": {"model": params["embedding_model"]}} if params.get("embedding_model") else None)
-    feed_path = params["feed_path"]
-    source_kind = params.get("source_kind", "auto")
-    kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
-    pending = _pending(params["workspace"], settings, feed_path, kind, params.get("feed_name"))
+    try:
+        model = params.get("embedding_model")
+        settings = load_settings(params.get("config_path"), {"embedding": {"model": model}} if model else None)
+        feed_path = params["feed_path"]
+        source_kind = params.get("source_kind", "auto")
+        kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
+        pending = _pending(params["workspace"], settings, feed_path, kind, params.get("feed_name"))
+    except Exception:  # noqa: BLE001 - a bad config fails inside the flow run, where the UI shows it
+        pending = None
     quick = pending is not None and pending.bytes < QUICK_RUN_BYTES
     quiet = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}) if quick else contextlib.nullcontext()
     with quiet:
