@@ -90,7 +90,7 @@ class NearDuplicateIndex:
 
 
 def band_key(digest: bytes) -> int:
-    """The first 63 bits of a band's SHA-1. Ledgers before 0.1 stored the digest's 40 hex digits;
+    """The first 63 bits of a band's SHA-1. Older ledgers stored the digest's 40 hex digits;
     `band_key(bytes.fromhex(old))` maps those rows onto the same keys. Two different bands share a
     key with probability 2^-63: a collision costs one extra Jaccard check, never a wrong match."""
     return int.from_bytes(digest[:8], "big") >> 1

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from indexops.embedders import ProgressFn
-from indexops.feeds.readers import FeedFileError
+from indexops.feeds.readers import FeedFileError, is_batch_file
 from indexops.feeds.sources import SourceKind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
 from indexops.ledger import Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
@@ -99,20 +99,25 @@ def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path
     """A delta feed's waiting batch files, read from the ledger alone (no index opened, no model
     loaded): lets a caller skip queueing and heartbeats for a run with little or nothing to do.
     None for snapshot and BEIR sources, which are compared record by record, and for a missing feed."""
-    if kind != "delta" or not Path(path).is_dir():
+    root = Path(path)
+    if kind != "delta" or not root.is_dir():
         return None
     led = Ledger.for_workspace(workspace, ledger_url)
     try:
-        pending = scan_delta_feed(path, led, feed or feed_name(path)).pending
+        applied = led.applied_files(feed or feed_name(path))
     finally:
         led.close()
-    size = 0
-    for pf in pending:
-        try:
-            size += pf.path.stat().st_size
-        except OSError:
-            pass
-    return PendingWork(len(pending), size)
+    # pending as scan_delta_feed defines it (a batch file whose name was never applied), without
+    # hashing every file: the run's own scan hashes them to spot files changed after apply
+    files, size = 0, 0
+    for p in root.iterdir():
+        if is_batch_file(p) and p.name not in applied:
+            try:
+                size += p.stat().st_size
+                files += 1
+            except OSError:
+                pass  # removed while we listed it: not pending
+    return PendingWork(files, size)
 
 
 def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | None = None) -> ValidationResult:
