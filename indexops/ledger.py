@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -110,6 +111,15 @@ cursors = Table(
     Column("last_file", String(1024), nullable=False),
     Column("last_hash", String(64), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# documents per status, kept by every commit (O(batch)): a snapshot reads its counts here instead
+# of grouping every ledger document (0.12 s at 100k documents, ten times that at 1M)
+doc_counts = Table(
+    "doc_counts",
+    metadata,
+    Column("status", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 applied_files = Table(
@@ -470,9 +480,10 @@ class Ledger:
                 last = rows[-1].doc_id
 
     def document_counts(self) -> dict[str, int]:
+        """Documents per status (only statuses that have any)."""
         with self.engine.connect() as c:
-            rows = c.execute(select(documents.c.status, func.count()).group_by(documents.c.status)).all()
-        return {s: n for s, n in rows}
+            rows = c.execute(select(doc_counts.c.status, doc_counts.c.n).where(doc_counts.c.n > 0)).all()
+        return {s: int(n) for s, n in rows}
 
     def doc_versions(self) -> dict[str, str]:
         """doc_id -> version_hash of the active documents (what a snapshot holds)."""
@@ -648,9 +659,12 @@ class Ledger:
                 if prior is not None:
                     raise RuntimeError(f"batch file {name!r} of feed {b.feed!r} was already applied")
             ids = [d.doc_id for d in b.docs]
+            replaced: Counter[str] = Counter()
             for part in _chunks_of(ids):
+                replaced.update(st for (st,) in c.execute(select(documents.c.status).where(documents.c.doc_id.in_(part))))
                 c.execute(delete(documents).where(documents.c.doc_id.in_(part)))
                 c.execute(delete(lsh_bands).where(lsh_bands.c.doc_id.in_(part)))
+            _add_doc_counts(c, Counter(d.status for d in b.docs), replaced)
             if b.docs:
                 c.execute(
                     insert(documents),
@@ -894,12 +908,33 @@ def _create_schema(engine: Engine) -> None:
             with engine.begin() as c:
                 c.execute(CreateIndex(next(ix for ix in chunks.indexes if ix.name == "ix_chunks_point"), if_not_exists=True))
             _migrate_lsh_buckets(engine)
+            _init_doc_counts(engine)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as e:
             # a concurrent opener created the same table between our check and our CREATE
             if attempt == 4 or "exist" not in str(e).lower() and "locked" not in str(e).lower():
                 raise
             time.sleep(0.1 * (attempt + 1))
+
+
+def _add_doc_counts(c: Connection, added: Counter[str], removed: Counter[str]) -> None:
+    for status in sorted(set(added) | set(removed)):
+        d = added[status] - removed[status]
+        if d and c.execute(update(doc_counts).where(doc_counts.c.status == status).values(n=doc_counts.c.n + d)).rowcount == 0:
+            c.execute(insert(doc_counts).values(status=status, n=d))
+
+
+def _init_doc_counts(engine: Engine) -> None:
+    """A ledger written before `doc_counts` existed has documents and no counts: count them once."""
+    try:
+        with engine.begin() as c:
+            if c.execute(select(doc_counts.c.status).limit(1)).first() is not None:
+                return
+            rows = c.execute(select(documents.c.status, func.count()).group_by(documents.c.status)).all()
+            if rows:
+                c.execute(insert(doc_counts), [{"status": st, "n": n} for st, n in rows])
+    except IntegrityError:
+        pass  # another process counted them first
 
 
 def _migrate_lsh_buckets(engine: Engine) -> None:
