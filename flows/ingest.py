@@ -52,26 +52,29 @@ def ingest(
     lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Run one ingest of `feed_path` into the index in `workspace`; returns the run summary."""
-    settings = load_settings(config_path, {"embedding": {"model": embedding_model}} if embedding_model else None)
-    kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
+    settings, kind, pending = _resolve(feed_path, workspace, config_path, source_kind, feed_name, embedding_model)
     limit = settings.ingest.concurrency_limit
     # the global limit queues a second ingest visibly in the UI; the ledger lock (in _ingest) is
     # what makes two writers impossible even without a Prefect server-side limit. A delta feed with
     # nothing pending writes nothing, so it does not queue (should a file land meanwhile, the run
     # applies it under the ledger lock all the same).
-    pending = _pending(workspace, settings, feed_path, kind, feed_name)
     idle = pending is not None and pending.files == 0
     slot = concurrency(limit, occupy=1, timeout_seconds=lock_wait_s or None) if limit and not idle else contextlib.nullcontext()
     with slot:
         return _ingest(feed_path, workspace, settings, kind, feed_name, lock_wait_s)
 
 
-def _pending(workspace: str, settings: Any, feed_path: str, kind: str, feed_name: str | None) -> PendingWork | None:
-    """What the feed has waiting, or None when unknown; a ledger error here is left for the run to report."""
+def _resolve(feed_path: str, workspace: str, config_path: str | None, source_kind: str, feed_name: str | None,
+             embedding_model: str | None) -> tuple[Any, str, PendingWork | None]:
+    """The run's settings, source kind and what its feed has waiting (None when unknown: a ledger
+    error here is left for the run to report in full)."""
+    settings = load_settings(config_path, {"embedding": {"model": embedding_model}} if embedding_model else None)
+    kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
     try:
-        return pending_work(workspace, settings.ledger.url, feed_path, kind, feed_name)  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - the run below meets the same error and reports it in full
-        return None
+        pending = pending_work(workspace, settings.ledger.url, feed_path, kind, feed_name)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the run meets the same error and reports it in full
+        pending = None
+    return settings, kind, pending
 
 
 def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name: str | None, lock_wait_s: float) -> dict[str, Any]:
@@ -160,12 +163,8 @@ def run_ingest(**params: Any) -> dict[str, Any]:
     and such a run ends long before a heartbeat-based zombie detector would look at it. Any other
     run keeps Prefect's heartbeats; a killed run is marked crashed in the ledger by the next run."""
     try:
-        model = params.get("embedding_model")
-        settings = load_settings(params.get("config_path"), {"embedding": {"model": model}} if model else None)
-        feed_path = params["feed_path"]
-        source_kind = params.get("source_kind", "auto")
-        kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
-        pending = _pending(params["workspace"], settings, feed_path, kind, params.get("feed_name"))
+        _, _, pending = _resolve(params["feed_path"], params["workspace"], params.get("config_path"), params.get("source_kind", "auto"),
+                                 params.get("feed_name"), params.get("embedding_model"))
     except Exception:  # noqa: BLE001 - a bad config fails inside the flow run, where the UI shows it
         pending = None
     quick = pending is not None and pending.bytes < QUICK_RUN_BYTES

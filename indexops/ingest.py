@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from indexops.embedders import ProgressFn
-from indexops.feeds.readers import FeedFileError, is_batch_file
-from indexops.feeds.sources import SourceKind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
+from indexops.feeds.readers import FeedFileError
+from indexops.feeds.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
 from indexops.ledger import Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
 from indexops.pipeline import IndexContext, apply_batch, needs_optimize, new_run_id
@@ -110,8 +110,8 @@ def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path
     # pending as scan_delta_feed defines it (a batch file whose name was never applied), without
     # hashing every file: the run's own scan hashes them to spot files changed after apply
     files, size = 0, 0
-    for p in root.iterdir():
-        if is_batch_file(p) and p.name not in applied:
+    for p in batch_files(root):
+        if p.name not in applied:
             try:
                 size += p.stat().st_size
                 files += 1

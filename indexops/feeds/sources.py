@@ -45,6 +45,11 @@ def feed_name(path: str | Path) -> str:
     return Path(path).resolve().name
 
 
+def batch_files(root: Path) -> list[Path]:
+    """A feed directory's batch files in name order, the order they apply in."""
+    return sorted((x for x in root.iterdir() if is_batch_file(x)), key=lambda x: x.name)
+
+
 def scan_delta_feed(path: str | Path, ledger: Ledger, feed: str) -> FeedStatus:
     """List the batch files still to apply, in name order, and those changed after apply.
 
@@ -57,7 +62,7 @@ def scan_delta_feed(path: str | Path, ledger: Ledger, feed: str) -> FeedStatus:
     applied = ledger.applied_files(feed)
     cur = ledger.cursor(feed)
     st = FeedStatus(feed=feed)
-    for p in sorted((x for x in root.iterdir() if is_batch_file(x)), key=lambda x: x.name):
+    for p in batch_files(root):
         try:
             h = file_sha256(p)
         except FileNotFoundError:
@@ -89,7 +94,7 @@ def iter_snapshot_records(path: str | Path, feed: str, kind: SourceKind) -> Iter
     else:
         if not root.is_dir():
             raise FileNotFoundError(f"snapshot directory not found: {root}")
-        files = sorted((x for x in root.iterdir() if is_batch_file(x)), key=lambda x: x.name)
+        files = batch_files(root)
     for f in files:
         try:
             recs, bad = read_batch_file(f, feed)
