@@ -6,6 +6,7 @@ so its wall time and peak RSS are its own (imports included, no Prefect: the cor
     python bench/delta_vs_corpus.py                    # 10k, 100k, 1M
     python bench/delta_vs_corpus.py --sizes 10000,100000
     python bench/delta_vs_corpus.py --quick            # 2k and 4k: keeps the script working in CI
+    python bench/delta_vs_corpus.py --cache /tmp/scale # keep each base corpus; later runs delta a copy of it
 """
 
 from __future__ import annotations
@@ -54,23 +55,52 @@ def _run_child(mode: str, feed: Path, ws: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def measure(n: int, root: Path, delta_size: int, repeats: int) -> dict:
+def _base(n: int, root: Path, cache: Path | None) -> tuple[Path, Path, dict]:
+    """The feed, workspace and base-ingest record of an n-document corpus. With a cache folder the
+    pristine base is kept there and the deltas run on a copy at the same path (the 1M base takes
+    most of an hour; its deltas take seconds)."""
+    from synth_corpus import write_feed
+
+    home = cache or root
+    feed, ws, pristine, record = home / f"feed-{n}", home / f"ws-{n}", home / f"ws-{n}.base", home / f"base-{n}.json"
+    if cache and record.exists() and pristine.is_dir():
+        base = json.loads(record.read_text())
+    else:
+        shutil.rmtree(feed, ignore_errors=True)
+        shutil.rmtree(ws, ignore_errors=True)
+        write_feed(feed, n)
+        base = _run_child("base", feed, ws)
+        if not cache:
+            return feed, ws, base
+        shutil.rmtree(pristine, ignore_errors=True)
+        ws.rename(pristine)
+        record.write_text(json.dumps(base))
+    shutil.rmtree(ws, ignore_errors=True)
+    shutil.copytree(pristine, ws)
+    return feed, ws, base
+
+
+def measure(n: int, root: Path, delta_size: int, repeats: int, cache: Path | None = None) -> dict:
     """Base ingest, then `repeats` deltas of the same shape one after the other (seeds 5, 6, ...:
     the same records at every corpus size), each in a fresh process; the median is reported."""
-    from synth_corpus import delta, write_feed
+    from synth_corpus import delta
 
-    feed, ws = root / f"feed-{n}", root / f"ws-{n}"
-    write_feed(feed, n)
-    base = _run_child("base", feed, ws)
-    runs = []
-    for r in range(repeats):
-        with open(feed / f"9999{r:02d}-delta.jsonl", "w", encoding="utf-8") as f:
-            for rec in delta(n, delta_size, seed=5 + r, new_from=r * delta_size):
-                f.write(json.dumps(rec) + "\n")
-        runs.append(_run_child("delta", feed, ws))
-    shutil.rmtree(feed, ignore_errors=True)
-    size_mib = sum(f.stat().st_size for f in ws.rglob("*") if f.is_file()) / 2**20
-    shutil.rmtree(ws, ignore_errors=True)
+    feed, ws, base = _base(n, root, cache)
+    runs, written = [], []
+    try:
+        for r in range(repeats):
+            written.append(feed / f"9999{r:02d}-delta.jsonl")
+            with open(written[-1], "w", encoding="utf-8") as f:
+                for rec in delta(n, delta_size, seed=5 + r, new_from=r * delta_size):
+                    f.write(json.dumps(rec) + "\n")
+            runs.append(_run_child("delta", feed, ws))
+        size_mib = sum(f.stat().st_size for f in ws.rglob("*") if f.is_file()) / 2**20
+    finally:
+        for f in written:
+            f.unlink(missing_ok=True)
+        if not cache:
+            shutil.rmtree(feed, ignore_errors=True)
+        shutil.rmtree(ws, ignore_errors=True)
     med = sorted(runs, key=lambda d: d["wall_s"])[len(runs) // 2]
     return {"docs": n, "base": base, "delta": {**med, "peak_rss_mib": statistics.median(d["peak_rss_mib"] for d in runs)},
             "delta_runs": runs, "workspace_mib": size_mib}
@@ -83,6 +113,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="deltas per corpus size (the median is reported)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help="keep base corpora here and delta a copy of them")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "FEED", "WS"))
     a = ap.parse_args()
     if a.child:
@@ -92,10 +123,12 @@ def main() -> None:
     sizes = [2000, 4000] if a.quick else [int(x) for x in a.sizes.split(",")]
     delta_size = 200 if a.quick else a.delta
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    if a.cache:
+        a.cache.mkdir(parents=True, exist_ok=True)
     rows = []
     try:
         for n in sizes:
-            r = measure(n, root, delta_size, 1 if a.quick else a.repeats)
+            r = measure(n, root, delta_size, 1 if a.quick else a.repeats, a.cache)
             rows.append(r)
             print(f"  {n:>9,} docs: base {r['base']['wall_s']:.1f} s, delta {r['delta']['wall_s']:.2f} s, "
                   f"delta peak RSS {r['delta']['peak_rss_mib']:.0f} MiB", flush=True)
@@ -112,7 +145,8 @@ def main() -> None:
         print(f"| {r['docs']:,} | {b['wall_s']:.1f} | {r['docs'] / b['wall_s']:.0f} | {d['wall_s']:.2f} | {d['wall_s'] / first['wall_s']:.2f} | "
               f"{d['peak_rss_mib']:.0f} | {d['peak_rss_mib'] / first['peak_rss_mib']:.2f} | {r['workspace_mib']:.0f} |")
     print("\ndelta stages (s):", {r["docs"]: {k: round(v, 2) for k, v in r["delta"]["timings_s"].items()} for r in rows})
-    print("command: python bench/delta_vs_corpus.py" + (" --quick" if a.quick else f" --sizes {a.sizes} --repeats {a.repeats}"))
+    print("command: python bench/delta_vs_corpus.py" + (" --quick" if a.quick else f" --sizes {a.sizes} --repeats {a.repeats}")
+          + (f" --cache {a.cache}" if a.cache else ""))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))
 

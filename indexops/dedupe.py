@@ -64,21 +64,34 @@ class NearDuplicateIndex:
         self._b = rng.randint(0, _PRIME, size=settings.num_perm, dtype=np.uint64)
 
     def shingles(self, text: str) -> list[bytes]:
-        words = normalize_text(text).split(" ")
+        """The distinct runs of `shingle_words` words of the normalised text, as UTF-8 bytes (cut from
+        one encoding of the text: UTF-8 encodes code point by code point, so a slice equals the
+        encoded join of its words)."""
+        norm = normalize_text(text)
+        words = norm.split(" ")
         n = self.settings.shingle_words
+        data = norm.encode("utf-8", "surrogatepass")
         if len(words) <= n:
-            return [" ".join(words).encode("utf-8", "surrogatepass")]
-        return list({" ".join(words[i : i + n]).encode("utf-8", "surrogatepass") for i in range(len(words) - n + 1)})
+            return [data]
+        sizes = [len(w) for w in words] if len(data) == len(norm) else [len(w.encode("utf-8", "surrogatepass")) for w in words]
+        starts, pos = [], 0
+        for size in sizes:
+            starts.append(pos)
+            pos += size + 1
+        return list({data[starts[i] : starts[i + n - 1] + sizes[i + n - 1]] for i in range(len(words) - n + 1)})
 
     def signature(self, text: str) -> Signature:
-        """Classic MinHash: min over shingles of (a*h + b) mod 2^61-1, h a 32-bit shingle hash."""
-        hv = np.array(
-            [int.from_bytes(hashlib.blake2b(s, digest_size=4).digest(), "little") for s in self.shingles(text)],
-            dtype=np.uint64,
-        )
+        """Classic MinHash: min over shingles of (a*h + b) mod 2^61-1, h a 32-bit shingle hash.
+
+        a*h + b wraps at 2^64 (as it always has: stored signatures depend on it); the reduction mod
+        the Mersenne prime 2^61-1 is done with shifts and masks, which equals numpy's `%` bit for bit."""
+        digests = b"".join([hashlib.blake2b(s, digest_size=4).digest() for s in self.shingles(text)])
+        hv = np.frombuffer(digests, dtype="<u4").astype(np.uint64)
         with np.errstate(over="ignore"):
-            ph = (self._a[:, None] * hv[None, :] + self._b[:, None]) % _PRIME
-        return Signature((ph & _MAX_HASH).min(axis=1).astype(np.uint64))
+            x = self._a[:, None] * hv[None, :] + self._b[:, None]
+        x = (x & _PRIME) + (x >> np.uint64(61))  # x = q*2^61 + r == q + r (mod 2^61-1), q <= 7
+        x -= np.where(x >= _PRIME, _PRIME, np.uint64(0))
+        return Signature((x & _MAX_HASH).min(axis=1).astype(np.uint64))
 
     def buckets(self, sig: Signature) -> list[int]:
         """One key per band: its rows' hash as a 63-bit integer (a BIGINT in the ledger)."""

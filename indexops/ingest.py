@@ -14,7 +14,7 @@ from typing import Any
 from indexops.embedders import ProgressFn
 from indexops.feeds.readers import FeedFileError
 from indexops.feeds.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
-from indexops.ledger import Ledger
+from indexops.ledger import AppliedFile, Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
 from indexops.pipeline import IndexContext, apply_batch, needs_optimize, new_run_id
 from indexops.snapshot import publish_snapshot
@@ -28,7 +28,7 @@ class WorkUnit:
     label: str
     records: list[SourceRecord] = field(default_factory=list)
     read_errors: list[Quarantined] = field(default_factory=list)
-    applied_file: tuple[str, str, int] | None = None
+    applied_file: AppliedFile | None = None
     snapshot_deletes: list[str] = field(default_factory=list)
 
 
@@ -51,11 +51,11 @@ def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str
         def delta_units() -> Iterator[WorkUnit]:
             for pf in st.pending:
                 try:
-                    recs, bad, h = read_pending(pf, name)
+                    recs, bad, applied = read_pending(pf, name)
                 except FeedFileError as e:
                     yield WorkUnit(label=pf.name, read_errors=[Quarantined(feed=name, file=pf.name, line=0, reason=str(e))])
                     continue
-                yield WorkUnit(label=pf.name, records=recs, read_errors=bad, applied_file=(pf.name, h, len(recs) + len(bad)))
+                yield WorkUnit(label=pf.name, records=recs, read_errors=bad, applied_file=applied)
 
         return SourcePlan(name, kind, delta_units(), st.changed_after_apply, [p.name for p in st.pending if p.late], len(st.pending))
 

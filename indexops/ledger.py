@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -131,6 +131,10 @@ applied_files = Table(
     Column("records", Integer, nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
     Column("run_id", String(64)),
+    # the file's size and mtime when its hash was taken: a later scan that sees the same two trusts the
+    # hash instead of re-reading the file (NULL in ledgers written before they were kept: hashed)
+    Column("file_size", BigInteger),
+    Column("file_mtime_ns", BigInteger),
 )
 
 quarantine = Table(
@@ -376,7 +380,17 @@ class BatchCommit:
     acc_delta: int = 0
     chunk_count_delta: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
-    applied_file: tuple[str, str, int] | None = None  # (file_name, file_hash, records)
+    applied_file: AppliedFile | tuple[str, str, int] | None = None  # (file_name, file_hash, records[, size, mtime_ns])
+
+
+class AppliedFile(NamedTuple):
+    """A batch file as it was applied: its hash, records, and the size and mtime the hash belongs to."""
+
+    name: str
+    sha256: str
+    records: int
+    size: int | None = None
+    mtime_ns: int | None = None
 
 
 def multiset_term(chunk_id: str, chunk_hash: str) -> int:
@@ -646,13 +660,29 @@ class Ledger:
             q = select(applied_files.c.file_name, applied_files.c.file_hash).where(applied_files.c.feed == feed)
             return {n: h for n, h in c.execute(q)}
 
+    def applied_file_records(self, feed: str) -> dict[str, AppliedFile]:
+        """Every applied batch file of a feed with its hash, records and the stat its hash belongs to."""
+        t = applied_files.c
+        with self.engine.connect() as c:
+            q = select(t.file_name, t.file_hash, t.records, t.file_size, t.file_mtime_ns).where(t.feed == feed)
+            return {r[0]: AppliedFile(*r) for r in c.execute(q)}
+
+    def remember_file_stats(self, feed: str, files: Sequence[AppliedFile]) -> None:
+        """Record the size and mtime at which applied files still hash to their recorded hash (files
+        applied before stats were kept, or touched since), so later scans need not read them again."""
+        t = applied_files.c
+        with self.engine.begin() as c:
+            for f in files:
+                c.execute(update(applied_files).where(t.feed == feed, t.file_name == f.name, t.file_hash == f.sha256)
+                          .values(file_size=f.size, file_mtime_ns=f.mtime_ns))
+
     # ---- the batch commit -------------------------------------------------------------------
     def commit_batch(self, b: BatchCommit) -> None:
         """Apply one batch to the ledger atomically (the batch's commit point)."""
         now = utcnow()
         with self.engine.begin() as c:
             if b.applied_file is not None:
-                name, fhash, nrec = b.applied_file
+                name = b.applied_file[0]
                 prior = c.execute(
                     select(applied_files.c.file_hash).where(applied_files.c.feed == b.feed, applied_files.c.file_name == name)
                 ).first()
@@ -729,14 +759,15 @@ class Ledger:
             if b.quarantined:
                 c.execute(insert(quarantine), _quarantine_rows(b.quarantined, b.run_id, now))
             if b.applied_file is not None:
-                name, fhash, nrec = b.applied_file
+                af = AppliedFile(*b.applied_file)
                 c.execute(
                     insert(applied_files).values(
-                        feed=b.feed, file_name=name, file_hash=fhash, records=nrec, applied_at=now, run_id=b.run_id
+                        feed=b.feed, file_name=af.name, file_hash=af.sha256, records=af.records, applied_at=now, run_id=b.run_id,
+                        file_size=af.size, file_mtime_ns=af.mtime_ns,
                     )
                 )
                 c.execute(delete(cursors).where(cursors.c.feed == b.feed))
-                c.execute(insert(cursors).values(feed=b.feed, last_file=name, last_hash=fhash, updated_at=now))
+                c.execute(insert(cursors).values(feed=b.feed, last_file=af.name, last_hash=af.sha256, updated_at=now))
 
     def _write_history(self, c: Connection, docs: Sequence[DocWrite]) -> None:
         row = c.execute(select(counters.c.value).where(counters.c.name == "ledger_version")).first()
@@ -909,6 +940,7 @@ def _create_schema(engine: Engine) -> None:
                 c.execute(CreateIndex(next(ix for ix in chunks.indexes if ix.name == "ix_chunks_point"), if_not_exists=True))
             _migrate_lsh_buckets(engine)
             _init_doc_counts(engine)
+            _add_missing_columns(engine, applied_files)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as e:
             # a concurrent opener created the same table between our check and our CREATE
@@ -922,6 +954,16 @@ def _add_doc_counts(c: Connection, added: Counter[str], removed: Counter[str]) -
         d = added[status] - removed[status]
         if d and c.execute(update(doc_counts).where(doc_counts.c.status == status).values(n=doc_counts.c.n + d)).rowcount == 0:
             c.execute(insert(doc_counts).values(status=status, n=d))
+
+
+def _add_missing_columns(engine: Engine, table: Table) -> None:
+    """Add a table's newer nullable columns to a ledger created before them (create_all adds none)."""
+    have = {col["name"] for col in inspect(engine).get_columns(table.name)}
+    for col in table.columns:
+        if col.name not in have:
+            assert col.nullable, f"{table.name}.{col.name}: only nullable columns can be added to existing rows"
+            with engine.begin() as c:
+                c.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {col.type.compile(dialect=engine.dialect)}"))
 
 
 def _init_doc_counts(engine: Engine) -> None:

@@ -194,9 +194,9 @@ class OnnxEmbedder:
         if not _is_current(fp32, fp32_meta):
             src = self._source_dir()
             _atomic_write(fp32, lambda tmp: export_onnx(src, tmp), fp32_meta)
-        if self.backend == "onnx":
+        q = self._quant()
+        if q is None:
             return fp32
-        q = self._quant() or {}
         int8 = folder / "model-int8.onnx"
         int8_meta = {**fp32_meta, **q, "onnxruntime": _ort_version()}
         if not _is_current(int8, int8_meta):

@@ -20,7 +20,7 @@ from indexops.chunking import Chunker
 from indexops.dedupe import BatchBuckets, NearDuplicateIndex, Signature
 from indexops.embedders import Embedder, ProgressFn, cpu_cores, make_embedder, resolve_backend
 from indexops.ids import canonical_json, point_id, sha256_hex, text_hash, version_hash
-from indexops.ledger import SCHEMA_VERSION, BatchCommit, ChunkRow, DocRow, DocWrite, Ledger, multiset_term
+from indexops.ledger import SCHEMA_VERSION, AppliedFile, BatchCommit, ChunkRow, DocRow, DocWrite, Ledger, multiset_term
 from indexops.models import BatchCounts, Chunk, FeedRecord, Quarantined
 from indexops.settings import Settings
 from indexops.sparse import Bm25Encoder
@@ -524,7 +524,7 @@ def write_store(ctx: IndexContext, cp: ChunkPlan, vectors: dict[str, list[float]
     return {"upserted_points": len(pts), "payload_updates": len(cp.payload_only), "deleted_points": len(cp.delete_points)}
 
 
-def commit_batch(ctx: IndexContext, cp: ChunkPlan, quarantined: Sequence[Quarantined] = (), applied_file: tuple[str, str, int] | None = None) -> None:
+def commit_batch(ctx: IndexContext, cp: ChunkPlan, quarantined: Sequence[Quarantined] = (), applied_file: AppliedFile | None = None) -> None:
     assert cp.commit is not None
     cp.commit.quarantined = list(quarantined)
     cp.commit.applied_file = applied_file
@@ -539,7 +539,7 @@ def apply_batch(
     *,
     snapshot_deletes: Sequence[str] = (),
     quarantined: Sequence[Quarantined] = (),
-    applied_file: tuple[str, str, int] | None = None,
+    applied_file: AppliedFile | None = None,
     progress: ProgressFn | None = None,
     timings: dict[str, float] | None = None,
 ) -> BatchCounts:

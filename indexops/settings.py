@@ -51,10 +51,11 @@ class EmbeddingSettings(_Strict):
     pool_min_texts: int = Field(
         256, ge=1, description="fewer texts are encoded in-process, unless the workers already run (their start-up costs seconds)"
     )
-    backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
+    backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16"] = Field(
         "auto",
-        description="auto: onnx-int8 on CPU, torch on a GPU; torch: sentence-transformers float32; "
-        "torch-bf16: bfloat16 weights; onnx-int8 / onnx: ONNX Runtime on CPU (exported once, cached)",
+        description="auto: on CPU openvino-bf16 where the CPU does bf16 natively (AMX, AVX512-BF16), else onnx-int8; "
+        "torch on a GPU; torch: sentence-transformers float32; torch-bf16: bfloat16 weights; onnx-int8 / onnx: "
+        "ONNX Runtime on CPU; openvino-bf16 / openvino: OpenVINO on CPU (bf16 / f32; exported once, cached)",
     )
 
 

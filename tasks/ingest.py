@@ -15,6 +15,7 @@ from indexops import pipeline
 from indexops.embedders import make_embedder
 from indexops.settings import RunnerSettings
 from indexops.ingest import SourcePlan, WorkUnit, plan_source, validate_unit
+from indexops.ledger import AppliedFile
 from indexops.models import BatchCounts, FeedRecord, Quarantined
 from indexops.pipeline import BatchPlan, ChunkPlan, IndexContext
 from indexops.report.ingest_summary import ingest_markdown
@@ -164,7 +165,7 @@ def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: dict[str, list[float]
 
 
 @task(name="commit_ledger", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
-def commit_ledger(ctx: IndexContext, cp: ChunkPlan, quarantined: list[Quarantined], applied_file: tuple[str, str, int] | None) -> None:
+def commit_ledger(ctx: IndexContext, cp: ChunkPlan, quarantined: list[Quarantined], applied_file: AppliedFile | None) -> None:
     """The batch's commit point: documents, chunks, cursor and quarantine in one transaction."""
     pipeline.commit_batch(ctx, cp, quarantined, applied_file)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from indexops.feeds.readers import FeedFileError, is_batch_file, read_batch_file
-from indexops.ledger import Ledger
+from indexops.ledger import AppliedFile, Ledger
 from indexops.models import Quarantined, SourceRecord
 from indexops.pipeline import file_sha256
 
@@ -59,31 +59,47 @@ def scan_delta_feed(path: str | Path, ledger: Ledger, feed: str) -> FeedStatus:
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"feed directory not found: {root}")
-    applied = ledger.applied_files(feed)
+    applied = ledger.applied_file_records(feed)
     cur = ledger.cursor(feed)
     st = FeedStatus(feed=feed)
+    restat: list[AppliedFile] = []
     for p in batch_files(root):
         try:
+            stat = p.stat()  # before the hash: a stat kept with a hash is never newer than the bytes hashed
+            done = applied.get(p.name)
+            if done is not None and (done.size, done.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                st.already_applied += 1  # the bytes its hash was taken from: no need to read them again
+                continue
             h = file_sha256(p)
         except FileNotFoundError:
             continue  # removed while we listed it: it is simply not pending
-        if p.name in applied:
-            if applied[p.name] != h:
+        if done is not None:
+            if done.sha256 != h:
                 st.changed_after_apply.append(p.name)
             else:
                 st.already_applied += 1
+                restat.append(done._replace(size=stat.st_size, mtime_ns=stat.st_mtime_ns))
             continue
         st.pending.append(PendingFile(p.name, p, h, late=bool(cur and p.name < cur["last_file"])))
+    if restat:  # applied before stats were kept, or touched since: hashed once, trusted from now on
+        ledger.remember_file_stats(feed, restat)
     return st
 
 
-def read_pending(pf: PendingFile, feed: str) -> tuple[list[SourceRecord], list[Quarantined], str]:
-    """Read a pending file and confirm its bytes are the ones scanned (no change mid-run)."""
+def read_pending(pf: PendingFile, feed: str) -> tuple[list[SourceRecord], list[Quarantined], AppliedFile]:
+    """Read a pending file and confirm its bytes are the ones scanned (no change mid-run).
+
+    The file is stat'ed before it is hashed again, so the size and mtime kept with the hash are never
+    newer than the bytes hashed: a file changed later shows a different stat and is hashed again."""
     recs, bad = read_batch_file(pf.path, feed)
-    now = file_sha256(pf.path) if pf.path.exists() else None
+    try:
+        stat = pf.path.stat()
+        now = file_sha256(pf.path)
+    except FileNotFoundError:
+        now = None
     if now != pf.sha256:
         raise FeedFileError(f"batch file {pf.name!r} changed or vanished while it was being read; it will be applied on the next run")
-    return recs, bad, pf.sha256
+    return recs, bad, AppliedFile(pf.name, pf.sha256, len(recs) + len(bad), stat.st_size, stat.st_mtime_ns)
 
 
 def iter_snapshot_records(path: str | Path, feed: str, kind: SourceKind) -> Iterator[tuple[SourceRecord | None, Quarantined | None]]:

@@ -282,3 +282,31 @@ def test_document_counts_follow_every_commit_and_older_ledgers_are_counted_on_op
         assert led.document_counts() == {"active": 2, "deleted": 2}
     finally:
         led.close()
+
+
+def test_an_older_ledger_gains_the_applied_file_stat_columns_and_its_files_are_hashed(ledger_url):
+    """Ledgers written before `file_size` / `file_mtime_ns` get the columns on open; their rows keep
+    NULL, which no stat equals, so the scan hashes those files as it always did."""
+    from sqlalchemy import create_engine, inspect, text
+
+    Ledger(ledger_url).close()
+    engine = create_engine(ledger_url)
+    with engine.begin() as c:  # back to the old table: no stat columns
+        c.execute(text("DROP TABLE applied_files"))
+        c.execute(text("CREATE TABLE applied_files (feed VARCHAR(512) NOT NULL, file_name VARCHAR(1024) NOT NULL, "
+                       "file_hash VARCHAR(64) NOT NULL, records INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL, "
+                       "run_id VARCHAR(64), PRIMARY KEY (feed, file_name))"))
+        c.execute(text("INSERT INTO applied_files VALUES ('news', 'b-001.jsonl', 'h1', 3, CURRENT_TIMESTAMP, 'r')"))
+    led = Ledger(ledger_url)
+    try:
+        cols = {col["name"] for col in inspect(engine).get_columns("applied_files")}
+        assert {"file_size", "file_mtime_ns"} <= cols
+        old = led.applied_file_records("news")["b-001.jsonl"]
+        assert (old.sha256, old.records, old.size, old.mtime_ns) == ("h1", 3, None, None)
+        _commit(led, [_doc("a")], feed="news", applied_file=("b-002.jsonl", "h2", 1, 10, 2**62))
+        new = led.applied_file_records("news")["b-002.jsonl"]
+        assert (new.size, new.mtime_ns) == (10, 2**62)  # nanosecond mtimes need 64 bits
+    finally:
+        led.close()
+    Ledger(ledger_url).close()  # a second open adds nothing
+    engine.dispose()

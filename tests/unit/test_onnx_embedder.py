@@ -164,7 +164,9 @@ def test_backend_setting_and_errors():
     with pytest.raises(ValueError, match="cpu only"):
         make_embedder(MODEL, backend="onnx", device="cuda")
     with pytest.raises(ValueError, match="unknown embedding backend"):
-        make_embedder(MODEL, backend="openvino")
+        make_embedder(MODEL, backend="tensorrt")
+    with pytest.raises(ValueError, match="cpu only"):
+        make_embedder(MODEL, backend="openvino-bf16", device="cuda")
     assert make_embedder("hashing", dim=8, backend="onnx-int8").model_id == "hashing-8"
 
 

@@ -124,6 +124,61 @@ def test_changed_after_apply_is_reported_and_not_reapplied(make_ctx, tmp_path):
     assert _texts(ctx, ["x"]) == {"x": "original text"} and _sid(ctx) == sid
 
 
+def test_a_rerun_reads_no_applied_file_whose_size_and_mtime_are_unchanged(make_ctx, tmp_path, monkeypatch):
+    """The scan trusts an applied file's recorded hash while its size and mtime are the ones the hash
+    was taken from (a no-op costs O(new files), not O(feed history)); any other stat is hashed again."""
+    import os
+
+    import indexops.feeds.sources as sources
+
+    feed = tmp_path / "news"
+    write_jsonl(feed / "b-001.jsonl", [{"id": "x", "text": "original text"}])
+    write_jsonl(feed / "b-002.jsonl", [{"id": "y", "text": "second file"}])
+    ctx = make_ctx()
+    ingest_path(ctx, feed, "delta")
+    rec = ctx.ledger.applied_file_records("news")["b-001.jsonl"]
+    st = (feed / "b-001.jsonl").stat()
+    assert (rec.size, rec.mtime_ns, rec.records) == (st.st_size, st.st_mtime_ns, 1)
+    hashed = []
+    real = sources.file_sha256
+    monkeypatch.setattr(sources, "file_sha256", lambda p: (hashed.append(os.path.basename(p)), real(p))[1])
+    out = ingest_path(ctx, feed, "delta")
+    assert hashed == [] and out["counts"]["received"] == 0 and out["changed_after_apply"] == []
+    os.utime(feed / "b-002.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes
+    write_jsonl(feed / "b-001.jsonl", [{"id": "x", "text": "REWRITTEN text"}])  # same size, new bytes
+    os.utime(feed / "b-001.jsonl", ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    out = ingest_path(ctx, feed, "delta")
+    assert sorted(hashed) == ["b-001.jsonl", "b-002.jsonl"]
+    assert out["changed_after_apply"] == ["b-001.jsonl"] and out["counts"]["received"] == 0
+    assert _texts(ctx, ["x"]) == {"x": "original text"}
+    hashed.clear()  # the touched file still hashed to its record: its new stat was kept; the rewritten one was not
+    out = ingest_path(ctx, feed, "delta")
+    assert hashed == ["b-001.jsonl"] and out["changed_after_apply"] == ["b-001.jsonl"]
+
+
+def test_files_applied_before_stats_were_kept_are_hashed_once_then_trusted(make_ctx, tmp_path, monkeypatch):
+    import os
+
+    from sqlalchemy import update
+
+    import indexops.feeds.sources as sources
+    from indexops.ledger import applied_files
+
+    feed = tmp_path / "news"
+    write_jsonl(feed / "b-001.jsonl", [{"id": "x", "text": "original text"}])
+    ctx = make_ctx()
+    ingest_path(ctx, feed, "delta")
+    with ctx.ledger.engine.begin() as c:  # as an older ledger left it
+        c.execute(update(applied_files).values(file_size=None, file_mtime_ns=None))
+    hashed = []
+    real = sources.file_sha256
+    monkeypatch.setattr(sources, "file_sha256", lambda p: (hashed.append(os.path.basename(p)), real(p))[1])
+    ingest_path(ctx, feed, "delta")
+    ingest_path(ctx, feed, "delta")
+    assert hashed == ["b-001.jsonl"]
+    assert ctx.ledger.applied_file_records("news")["b-001.jsonl"].size == (feed / "b-001.jsonl").stat().st_size
+
+
 def test_late_file_before_cursor_is_still_applied_once(make_ctx, tmp_path):
     feed = tmp_path / "news"
     write_jsonl(feed / "b-002.jsonl", [{"id": "y", "text": "second file"}])

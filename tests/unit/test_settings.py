@@ -83,3 +83,11 @@ def test_overlap_error_names_both_values():
 def test_settings_model_has_no_required_fields():
     s = Settings()
     assert s.ingest.upsert_batch == 256 and s.bm25.k1 == 1.2
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (REPO / "configs").glob("*.yaml") if p.name != "operations.yaml"))
+def test_every_shipped_overlay_validates(overlay):
+    """operations.yaml is the deployments file (its own model); every other YAML in configs/ is a
+    settings overlay a user passes with --config, so each must load as it is."""
+    s = load_settings(REPO / "configs" / overlay)
+    assert s.embedding.backend in ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16")

@@ -40,8 +40,14 @@ def test_bf16_vectors_stay_close_to_float32_and_get_their_own_fingerprint(fp32_v
     assert bf16.fingerprint() != fp and bf16.fingerprint() == make_embedder(MODEL, backend="torch-bf16").fingerprint()
 
 
-def test_auto_backend_is_onnx_int8_on_cpu_and_torch_elsewhere():
+def test_auto_backend_follows_the_cpu_and_is_torch_elsewhere(monkeypatch):
+    import indexops.openvino_embedder as ov
+
+    assert resolve_backend("auto") == ("openvino-bf16" if ov.cpu_has_bf16() else "onnx-int8")
+    monkeypatch.setattr(ov, "cpu_has_bf16", lambda: False)
     assert resolve_backend("auto") == "onnx-int8"
+    monkeypatch.setattr(ov, "cpu_has_bf16", lambda: True)
+    assert resolve_backend("auto") == "openvino-bf16"
     assert resolve_backend("auto", device="cuda") == "torch"
     assert resolve_backend("onnx") == "onnx" and resolve_backend("torch-bf16") == "torch-bf16"
     assert default_batch_size("torch-bf16") == 16 and default_batch_size("torch") == 64

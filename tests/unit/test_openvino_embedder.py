@@ -1,0 +1,87 @@
+"""OpenVINO (bf16 where the CPU has it, f32) against ONNX Runtime fp32 on the bundled all-MiniLM-L6-v2:
+same export, so the vectors must agree to bf16 rounding; own fingerprint; encoder processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from indexops.embed_pool import PooledEmbedder, shutdown_pools
+from indexops.embedders import make_embedder
+from indexops.openvino_embedder import cpu_has_bf16
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+MODEL = "all-MiniLM-L6-v2"
+TEXTS = [f"Sample sentence {i} about {topic} in clinical trials." * (1 + i % 9)
+         for i, topic in enumerate(["insulin", "microglia", "BRCA1", "antibiotics", "statins", "p53"] * 8)] + ["x", "The the " * 200]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ov-cache")
+    old = {k: os.environ.get(k) for k in ("INDEXOPS_CACHE_DIR", "HF_HUB_OFFLINE")}
+    os.environ["INDEXOPS_CACHE_DIR"] = str(d)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    yield d
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def fp32_vecs(cache):
+    return make_embedder(MODEL, backend="onnx").embed(TEXTS)
+
+
+@pytest.mark.parametrize("backend,floor", [("openvino", 0.99999), ("openvino-bf16", 0.9995)])
+def test_vectors_match_the_fp32_export(cache, fp32_vecs, backend, floor):
+    e = make_embedder(MODEL, backend=backend)
+    v = e.embed(TEXTS)
+    assert v.dtype == np.float32 and v.shape == fp32_vecs.shape
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    cos = (v * fp32_vecs).sum(axis=1)
+    assert cos.min() > floor, (backend, cos.min())
+    # the same texts in another order and batch give the same vectors (no per-batch scales, unlike int8)
+    again = e.embed(TEXTS[::-1])[::-1]
+    assert ((again * v).sum(axis=1)).min() > 0.9999
+    assert e.embed([]).shape == (0, e.dim)
+
+
+def test_bf16_really_runs_in_bf16_where_the_cpu_has_it(cache, fp32_vecs):
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16): OpenVINO runs f32 here")
+    v = make_embedder(MODEL, backend="openvino-bf16").embed(TEXTS)
+    assert np.abs(v - fp32_vecs).max() > 1e-5  # bf16 rounding shows; f32 would agree to ~1e-7
+
+
+def test_fingerprints_name_runtime_and_precision_and_are_stable_across_processes(cache):
+    fps = {b: make_embedder(MODEL, backend=b).fingerprint() for b in ("onnx", "onnx-int8", "openvino", "openvino-bf16")}
+    assert len(set(fps.values())) == 4
+    code = f"from indexops.embedders import make_embedder\nprint(make_embedder({MODEL!r}, backend='openvino-bf16').fingerprint())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ))
+    assert out.stdout.strip() == fps["openvino-bf16"]
+
+
+def test_encoder_processes_give_the_in_process_vectors(cache):
+    local = make_embedder(MODEL, backend="openvino-bf16")
+    spec = {"model": MODEL, "dim": 384, "batch_size": None, "device": "cpu", "normalize": True, "backend": "openvino-bf16"}
+    pool = PooledEmbedder(local, spec, workers=2, min_texts=8, slice_size=16, cores=2)
+    try:
+        got = pool.embed(TEXTS)
+    finally:
+        shutdown_pools()
+    assert ((got * local.embed(TEXTS)).sum(axis=1)).min() > 0.9999
+
+
+def test_unknown_precision_is_refused():
+    from indexops.openvino_embedder import OpenVinoEmbedder
+
+    with pytest.raises(ValueError, match="bf16 or f32"):
+        OpenVinoEmbedder(MODEL, precision="int4")
