@@ -70,7 +70,7 @@ bench: install
 	$(BIN)/python bench/ingest_scifact.py
 	$(BIN)/python bench/encoder_backends.py
 	$(BIN)/python bench/delta_vs_corpus.py --json bench/results/delta_vs_corpus.json
-	$(BIN)/python bench/peers.py
+	$(BIN)/python bench/peers.py --with-backend onnx-int8
 
 bench-quick: install
 	$(BIN)/python bench/ingest_scifact.py --quick

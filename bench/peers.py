@@ -68,7 +68,7 @@ PEERS_REQUIREMENTS = [
 PEER_PACKAGES = ["torch", "sentence-transformers", "transformers", "qdrant-client", "langchain-core", "langchain-classic",
                  "langchain-qdrant", "langchain-huggingface", "sqlalchemy", "llama-index-core", "llama-index-vector-stores-qdrant",
                  "llama-index-embeddings-huggingface"]
-MAIN_PACKAGES = ["torch", "sentence-transformers", "transformers", "onnxruntime", "qdrant-edge-py", "prefect"]
+MAIN_PACKAGES = ["torch", "sentence-transformers", "transformers", "onnxruntime", "openvino", "qdrant-edge-py", "prefect"]
 BATCH = 64
 COLLECTION = "scifact"
 CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -534,6 +534,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="picks the changed and deleted documents")
     ap.add_argument("--llamaindex-no-parser", action="store_true", help="LlamaIndex with the embedding as its only transformation")
     ap.add_argument("--with-torch", action="store_true", help="also indexops core on plain torch float32 (the peers' encoder)")
+    ap.add_argument("--with-backend", action="append", default=[], metavar="B",
+                    help="also indexops core on embedding backend B (repeatable), e.g. onnx-int8")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here (default bench/results/peers_scifact.json on a full run)")
     ap.add_argument("--venv-only", action="store_true", help="build (or check) bench/.peers-venv, print its versions, run nothing")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -611,6 +613,8 @@ def main() -> None:
             env=server.env)
 
         variants = [("indexops_core", default_cfg)]
+        for b in a.with_backend:
+            variants.append((f"indexops_core_{b}", _yaml_overlay(work / f"indexops-{b}.yaml", b)))
         if a.with_torch:
             variants.append(("indexops_core_torch", _yaml_overlay(work / "indexops-torch.yaml", "torch")))
         for key, cfg in variants:
@@ -618,7 +622,7 @@ def main() -> None:
             ws = work / key
             run = _child_cmd(MAIN_PY, "indexops", "--feed", str(feed), "--ws", str(ws), "--config", str(cfg))
             results[key] = scenarios(
-                f"indexops core ({'torch' if key.endswith('torch') else default_backend})", run, run, noops, _last_json,
+                f"indexops core ({key.removeprefix('indexops_core_') if key != 'indexops_core' else default_backend})", run, run, noops, _last_json,
                 before_delta=lambda feed=feed: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
                 checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(cfg), "--changes", str(changes))))
     finally:
@@ -626,7 +630,8 @@ def main() -> None:
 
     cmd = "python bench/peers.py" + (" --quick" if a.quick else f" --limit {limit}" if limit else "") + \
         (f" --limit {limit}" if a.quick and limit != 200 else "") + \
-        (" --llamaindex-no-parser" if a.llamaindex_no_parser else "") + (" --with-torch" if a.with_torch else "")
+        (" --llamaindex-no-parser" if a.llamaindex_no_parser else "") + "".join(f" --with-backend {b}" for b in a.with_backend) + \
+        (" --with-torch" if a.with_torch else "")
     res = {
         "command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "data": {"corpus": str(a.data), **{k: v for k, v in data.items() if k not in ("changed", "deleted")},
@@ -675,7 +680,7 @@ def print_report(res: dict[str, Any]) -> None:
         ("peak RSS full, MiB", lambda r: f"{r['full']['peak_rss_mib']:.0f}"),
     ]
     print(f"\n{d['documents']:,} documents of {Path(d['corpus']).name}, all-MiniLM-L6-v2 (peers: torch float32 CPU; "
-          f"indexops: {res['default_backend']} unless marked torch) ({res['machine']}); each cell one fresh process, "
+          f"indexops: {res['default_backend']} unless the column names another backend) ({res['machine']}); each cell one fresh process, "
           "wall incl. imports and model load\n")
     print("| | " + " | ".join(n for _, n in cols) + " |")
     print("|---|" + "---:|" * len(cols))
