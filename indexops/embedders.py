@@ -122,7 +122,8 @@ class HFTokenizer:
     def warm(self, texts: Sequence[str]) -> None:
         """Tokenize many texts in one call (the Rust tokenizer uses every core) for the `spans`
         calls that follow; each warmed result is handed out once."""
-        todo = [t for t in dict.fromkeys(texts) if t and t not in self._warm]
+        self._warm.clear()  # what the previous call warmed and nobody asked for is not asked for later: memory stays one call's worth
+        todo = [t for t in dict.fromkeys(texts) if t]
         for t, enc in zip(todo, self._tok.encode_batch(todo, add_special_tokens=False)):
             self._warm[t] = [o for o in enc.offsets if o[1] > o[0]]
 
