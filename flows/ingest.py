@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import Task, flow, get_run_logger
+from prefect import Task, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.utilities.annotations import quote
 
+from flows.scalar_params import scalar_params_flow
 from indexops.feeds.sources import detect_kind
 from indexops.ingest import IngestFailed, PendingWork, failure_message, pending_work, quarantine_spike
 from indexops.models import BatchCounts
@@ -41,7 +42,7 @@ _STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "pla
                "snapshot": "publish_snapshot"}
 
 
-@flow(name="ingest", log_prints=True, description="Apply a feed's pending changes to the index and name the result with a snapshot id.")
+@scalar_params_flow(name="ingest", log_prints=True, description="Apply a feed's pending changes to the index and name the result with a snapshot id.")
 def ingest(
     feed_path: str,
     workspace: str,
