@@ -603,8 +603,10 @@ def main() -> None:
 
 def _exit_now(code: int | str | None) -> None:
     """Exit as the interpreter would, minus tearing down every module: after a flow run that
-    teardown (Prefect, pydantic, SQLAlchemy) costs 0.3-0.4 s of a 3-s command. Non-daemon threads
-    are joined and exit handlers run first (Prefect drains its log and event queues there); the
+    teardown (Prefect, pydantic, SQLAlchemy) costs 0.3-0.4 s of a 3-s command. The interpreter's
+    own first steps run here: `threading._shutdown()` (it stops idle `concurrent.futures` workers —
+    OpenVINO leaves one — then joins the non-daemon threads; joining them alone waited forever on
+    such a worker), then the exit handlers (Prefect drains its log and event queues there); the
     ledger and the store were closed by the command itself."""
     import atexit
     import os
@@ -613,9 +615,7 @@ def _exit_now(code: int | str | None) -> None:
     if isinstance(code, str):
         sys.stderr.write(code + "\n")
         code = 1
-    for t in threading.enumerate():
-        if t is not threading.main_thread() and not t.daemon:
-            t.join()
+    threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx calls first
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
