@@ -119,7 +119,8 @@ def main() -> None:
             rows.append(row | {"quantization": q})
 
     cmd = "python bench/encoder_backends.py" + (" --quick" if a.quick else f" -n {n}" if n != 1000 else "") + (
-        " --variants" if a.variants else "") + (f" --backends {a.backends}" if a.backends != BACKENDS else "")
+        " --variants" if a.variants else "") + (f" --backends {a.backends}" if a.backends != BACKENDS else "") + (
+        f" --pooled {a.pooled}" if a.pooled != "onnx-int8,openvino-bf16,torch-bf16" else "")
     machine = f"{platform.machine()}, {cpu_cores()} cores, Python {platform.python_version()}"
     batch = a.batch_size or "each backend's default (indexops.embedders.default_batch_size)"
     print(f"\n{len(texts)} chunk texts of {a.data.name}, batch {batch} ({machine})\n")
