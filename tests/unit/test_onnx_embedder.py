@@ -31,17 +31,8 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    d = tmp_path_factory.mktemp("onnx-cache")
-    old = {k: os.environ.get(k) for k in ("INDEXOPS_CACHE_DIR", "HF_HUB_OFFLINE")}
-    os.environ["INDEXOPS_CACHE_DIR"] = str(d)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    yield d
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def cache(model_cache):
+    return model_cache
 
 
 @pytest.fixture(scope="module")
