@@ -1,10 +1,10 @@
 """The exported ONNX model run by OpenVINO in bfloat16: on CPUs with AMX or AVX512-BF16 the matrix
-products (attention included) run in bf16 through oneDNN, ~2x our int8 ONNX Runtime encoder per core,
-and the vectors stay within cosine ~0.99998 of float32 (int8: ~0.994).
+products (attention included) run in bf16 through oneDNN: ~1.5x our int8 ONNX Runtime encoder on this
+2-core AMX machine, and the vectors stay within cosine ~0.99998 of float32 (int8: ~0.994).
 
 The graph is the fp32 export `OnnxEmbedder` makes and caches; tokenisation, length-sorted batches and
-mean pooling are the same code. OpenVINO compiles it at load (~0.5 s; its compiled blob is cached
-next to the export). On a CPU without native bf16 OpenVINO runs the same graph in float32.
+mean pooling are the same code. OpenVINO compiles it at load (~0.65 s; ~0.2 s from its compiled-blob
+cache under the same cache folder). On a CPU without native bf16 OpenVINO runs the graph in float32.
 """
 
 from __future__ import annotations
