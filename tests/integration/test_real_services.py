@@ -53,7 +53,8 @@ def test_flow_run_is_recorded_on_a_real_prefect_server(prefect_api, tmp_path):
     assert fr.state.is_completed()
     assert expected <= names
     # scalar parameters are recorded as passed, without importing FastAPI for Prefect's encoder
-    assert fr.parameters == {"feed_path": str(feed), "workspace": str(tmp_path / "ws"), "config_path": str(REPO / "configs" / "hashing.yaml")}
+    assert fr.parameters == {"feed_path": str(feed), "workspace": str(tmp_path / "ws"), "config_path": str(REPO / "configs" / "hashing.yaml"),
+                             "source_kind": "auto", "feed_name": None, "embedding_model": None, "lock_wait_s": 0.0}
     assert s["fastapi"] is False
 
 
