@@ -298,8 +298,8 @@ def cpu_cores() -> int:
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:
-    """`auto` -> on CPU, openvino-bf16 when the CPU does bf16 natively (AMX / AVX512-BF16: ~2x int8
-    per core, vectors within cosine 0.99998 of float32), else onnx-int8 (~2.3x torch float32, nDCG@10
+    """`auto` -> on CPU, openvino-bf16 when the CPU does bf16 natively (AMX / AVX512-BF16: ~1.5x int8
+    on 2 cores here, vectors within cosine 0.99998 of float32), else onnx-int8 (~2.3x torch float32, nDCG@10
     within 0.002); torch on a GPU. Both CPU choices start in well under a second (no torch import).
     README "Encoder backends" has the measurements."""
     if backend != "auto":
