@@ -15,9 +15,9 @@ from prefect.utilities.annotations import quote
 
 from flows.scalar_params import scalar_params_flow
 from indexops.feeds.sources import detect_kind
-from indexops.ingest import IngestFailed, PendingWork, failure_message, pending_work, quarantine_spike
+from indexops.ingest import IngestFailed, PendingWork, UnitsAhead, failure_message, pending_work, quarantine_spike
 from indexops.models import BatchCounts
-from indexops.pipeline import needs_optimize, new_run_id, open_index
+from indexops.pipeline import needs_optimize, new_run_id, open_index, queue_embedding, release_store_memory
 from indexops.settings import load_settings
 from tasks.ingest import (
     add_counts,
@@ -109,17 +109,21 @@ def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name:
         with runner if runner is not None else contextlib.nullcontext():
             sp = timed("scan", scan_source, ctx, feed_path, kind, feed_name)
             feed = sp.feed
-            for unit in sp.units:
+            units = UnitsAhead(ctx, sp.units, sp.feed)
+            for unit in units:
                 at["unit"] = unit.label
                 res = timed("validate", validate_batch, ctx, unit, sp.feed, run_id)
                 plan = timed("plan", plan_changes, ctx, res.good, sp.feed, unit.snapshot_deletes)
                 cp = timed("chunk", chunk_documents, ctx, plan, run_id)
                 if runner is None:
+                    queue_embedding(ctx, cp.to_embed)
+                    timed("ahead", units.prepare_next)  # the next unit is read while this one encodes
                     vectors = timed("embed", embed_chunks, ctx, cp, unit.label)
                 else:
                     vectors = timed("embed", embed_chunks_fanout, ctx, cp, runner)
                 timed("store", write_index, ctx, cp, vectors)
                 timed("ledger", commit_ledger, ctx, cp, res.bad, unit.applied_file)
+                timed("compact", release_store_memory, ctx)
                 totals = add_counts(totals, plan, cp, res)
                 reasons += [q.reason for q in res.bad]
                 if unit.applied_file:

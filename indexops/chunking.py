@@ -45,6 +45,20 @@ class Chunker:
             str(settings.include_title),
             tokenizer_id,
         )[:16]
+        self._ahead: dict[str, tuple[str, str, dict[str, Any], ChunkResult]] = {}
+
+    def chunk_ahead(self, docs: list[tuple[str, str, str, dict[str, Any]]]) -> list[ChunkResult]:
+        """Chunk documents a later batch will probably ask for, and keep the results until then
+        (replacing what the previous call kept): the next batch is chunked while this one encodes."""
+        self._ahead = {}
+        for k in range(0, len(docs), 256):
+            self.warm([t for d in docs[k : k + 256] for t in (d[1] or "", d[2] or "")])
+            for did, title, text, meta in docs[k : k + 256]:
+                self._ahead[did] = (title, text, meta, self.chunk(did, title, text, meta))
+        return [r[3] for r in self._ahead.values()]
+
+    def is_ahead(self, doc_id: str) -> bool:
+        return doc_id in self._ahead
 
     def config(self) -> dict[str, Any]:
         return {**self.settings.model_dump(), "effective_max_tokens": self.max_tokens, "version": self.version}
@@ -56,6 +70,9 @@ class Chunker:
             warm(texts)
 
     def chunk(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:
+        ahead = self._ahead.pop(doc_id, None)
+        if ahead is not None and ahead[:3] == (title, text, metadata):
+            return ahead[3]
         title = title or ""
         if self.settings.strategy == "document":
             return self._whole(doc_id, title, text, metadata)

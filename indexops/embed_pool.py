@@ -16,11 +16,11 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import queue
 import struct
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +31,7 @@ from indexops.embedders import Embedder, ProgressFn, Tokenizer, cpu_cores, make_
 
 _HEADER = struct.Struct("<Q")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # the worker imports this same indexops
-_POOLS: dict[tuple[Any, ...], list[_Worker]] = {}
+_POOLS: dict[tuple[Any, ...], _Dispatcher] = {}
 _LOCK = threading.Lock()
 
 
@@ -85,12 +85,89 @@ class _Worker:
             self.proc.wait()
 
 
+class _Slice:
+    """Texts one worker encodes in one request, and the reply once it came (vectors or the error)."""
+
+    __slots__ = ("texts", "job", "done", "result", "started")
+
+    def __init__(self, texts: list[str], job: int) -> None:
+        self.texts = texts
+        self.job = job
+        self.done = threading.Event()
+        self.result: np.ndarray | BaseException | None = None
+        self.started = False
+
+
+class _Dispatcher:
+    """The worker processes of one pool and the queue they pull slices from, one feeding thread
+    per worker, for the life of the pool: a caller can queue the next batch's texts while it
+    waits for this one's, so the workers never wait for the caller."""
+
+    def __init__(self, spec: dict[str, Any], threads: int, n: int) -> None:
+        self.workers = [_Worker(spec, threads) for _ in range(n)]
+        self.cond = threading.Condition()
+        self.queue: deque[_Slice] = deque()
+        self.closed = False
+        for w in self.workers:
+            threading.Thread(target=self._feed, args=(w,), daemon=True).start()
+
+    def put(self, slices: Sequence[_Slice], urgent: bool = False) -> None:
+        with self.cond:
+            if self.closed:
+                raise WorkerDied("the encoder pool was stopped")
+            if urgent:
+                self.queue.extendleft(reversed(slices))
+            else:
+                self.queue.extend(slices)
+            self.cond.notify_all()
+
+    def cancel(self, max_job: int) -> None:
+        """Drop queued slices of jobs up to `max_job` that no worker started (nobody waits for them)."""
+        with self.cond:
+            self.queue = deque(s for s in self.queue if s.job > max_job)
+
+    def _feed(self, w: _Worker) -> None:
+        while True:
+            with self.cond:
+                while not self.queue and not self.closed:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                s = self.queue.popleft()
+                s.started = True
+            try:
+                s.result = w.encode(s.texts)
+            except BaseException as exc:  # a dead worker breaks the pool: every waiter hears it
+                s.result = exc
+                self._fail(exc)
+                return
+            finally:
+                s.done.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self.cond:
+            self.closed = True
+            for q in self.queue:
+                q.result = exc
+                q.done.set()
+            self.queue.clear()
+            self.cond.notify_all()
+
+    def stop(self, kill: bool = False) -> None:
+        self._fail(WorkerDied("the encoder pool was stopped"))
+        for w in self.workers:
+            if kill:
+                w.proc.kill()
+                w.proc.wait()
+            else:
+                w.stop()
+
+
 def shutdown_pools() -> None:
     """Stop every worker process this process started (also run at exit)."""
     with _LOCK:
-        for workers in _POOLS.values():
-            for w in workers:
-                w.stop()
+        for pool in _POOLS.values():
+            pool.stop()
         _POOLS.clear()
 
 
@@ -99,6 +176,10 @@ atexit.register(shutdown_pools)
 
 class PooledEmbedder:
     """An embedder that hands large inputs to `workers` processes (kept for the life of this process).
+
+    `prefetch(texts)` queues texts a later `embed` will probably ask for (the next batch of an
+    ingest) behind what is queued; `embed` takes what is in flight or done and queues the rest
+    first. Texts prefetched but never asked for are dropped, unencoded if no worker started them.
 
     Args:
         local: the in-process embedder (dim, fingerprint, tokenizer, small inputs).
@@ -118,6 +199,9 @@ class PooledEmbedder:
         self.threads = max(1, (cores or cpu_cores()) // workers)
         self.model_id = local.model_id
         self.dim = local.dim
+        self._flight: dict[str, tuple[_Slice, int]] = {}  # text -> (its slice, row in the slice)
+        self._flight_pool: _Dispatcher | None = None  # the pool those slices went to
+        self._job = 0
 
     def fingerprint(self) -> str:
         return self.local.fingerprint()
@@ -128,69 +212,93 @@ class PooledEmbedder:
     def _key(self) -> tuple[Any, ...]:
         return (tuple(sorted(self.spec.items())), self.workers, self.threads)
 
-    def _pool(self) -> list[_Worker]:
+    def _pool(self) -> _Dispatcher:
         with _LOCK:
             key = self._key()
+            if key in _POOLS and _POOLS[key].closed:  # broken or stopped: nothing of it can be used
+                _POOLS.pop(key).stop(kill=True)
             if key not in _POOLS:
+                self._flight.clear()
                 prepare = getattr(self.local, "model_path", None)
                 if prepare is not None:  # export/quantise the ONNX file once, before the workers look for it
                     prepare()
-                _POOLS[key] = [_Worker(self.spec, self.threads) for _ in range(self.workers)]
+                _POOLS[key] = _Dispatcher(self.spec, self.threads, self.workers)
             return _POOLS[key]
 
     def _drop_pool(self) -> None:
+        self._flight.clear()
         with _LOCK:
-            for w in _POOLS.pop(self._key(), []):
-                w.proc.kill()
-                w.proc.wait()
+            pool = _POOLS.pop(self._key(), None)
+        if pool is not None:
+            pool.stop(kill=True)
+
+    def _forget_stopped(self) -> None:
+        """Slices queued to a pool stopped since (shutdown_pools, a dead worker) will never come."""
+        if self._flight and _POOLS.get(self._key()) is not self._flight_pool:
+            self._flight.clear()
+
+    def _queue(self, texts: Sequence[str], urgent: bool) -> int:
+        """Queue the texts not in flight yet as one job (length-sorted slices); returns the job."""
+        new = sorted((t for t in dict.fromkeys(texts) if t not in self._flight), key=len)
+        self._job += 1
+        if not new:
+            return self._job
+        pool = self._pool()  # first: a new pool forgets what the old one had in flight
+        self._flight_pool = pool
+        step = min(self.slice_size, -(-len(new) // self.workers))  # every worker gets a share of a small input
+        slices = [_Slice(new[s : s + step], self._job) for s in range(0, len(new), step)]
+        for sl in slices:
+            for i, t in enumerate(sl.texts):
+                self._flight[t] = (sl, i)
+        pool.put(slices, urgent)
+        return self._job
+
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Queue texts for a later `embed` call; small inputs start no workers."""
+        self._forget_stopped()
+        if self.workers < 2 or (len(texts) < self.min_texts and self._key() not in _POOLS):
+            return
+        try:
+            self._queue(texts, urgent=False)
+        except BaseException:
+            self._drop_pool()
+            raise
 
     def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        self._forget_stopped()
         n = len(texts)
         threshold = min(self.min_texts, 32) if self._key() in _POOLS else self.min_texts
-        if self.workers < 2 or n < threshold:
+        if self.workers < 2 or (n < threshold and not any(t in self._flight for t in texts)):
             return self.local.embed(texts, progress)
-        order = sorted(range(n), key=lambda i: len(texts[i]))
-        step = min(self.slice_size, -(-n // self.workers))  # every worker gets a share of a small input
-        todo: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
-        slices = [order[s : s + step] for s in range(0, n, step)]
-        for idx in slices:
-            todo.put(idx)
-        results: queue.SimpleQueue[tuple[list[int], np.ndarray | BaseException]] = queue.SimpleQueue()
-        stop = threading.Event()
-
-        def feed(w: _Worker) -> None:  # one thread per worker pulls slices until none are left
-            while not stop.is_set():
-                try:
-                    idx = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    results.put((idx, w.encode([texts[i] for i in idx])))
-                except BaseException as exc:  # handed to the caller's thread below
-                    results.put((idx, exc))
-                    return
-
-        threads = [threading.Thread(target=feed, args=(w,), daemon=True) for w in self._pool()]
-        for t in threads:
-            t.start()
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        done = 0
         try:
-            for _ in slices:
-                idx, res = results.get()
-                if isinstance(res, BaseException):
-                    raise res
-                out[idx] = res
-                done += len(idx)
+            own = self._queue(texts, urgent=True)  # what nobody prefetched goes before the prefetched rest
+            slots = [self._flight[t] for t in texts]
+            wanted: dict[int, int] = {}  # slice -> how many of this call's texts it holds
+            for sl, _ in slots:
+                wanted[id(sl)] = wanted.get(id(sl), 0) + 1
+            slices = list({id(sl): sl for sl, _ in slots}.values())
+            done = 0
+            for sl in slices:
+                sl.done.wait()
+                if isinstance(sl.result, BaseException):
+                    raise sl.result if isinstance(sl.result, WorkerDied) else WorkerDied(str(sl.result))
+                done += wanted[id(sl)]
                 if progress:
                     progress(done, n)
+            out = np.zeros((n, self.dim), dtype=np.float32)
+            for k, (sl, i) in enumerate(slots):
+                out[k] = sl.result[i]  # type: ignore[index]
         except BaseException:
-            stop.set()
             self._drop_pool()  # a worker died or we were interrupted: the next call starts fresh ones
             raise
-        finally:
-            for t in threads:
-                t.join(timeout=1)
+        # what was prefetched before the newest job this call used is not wanted any more
+        used = max((sl.job for sl in slices if sl.job != own), default=0)
+        for t in texts:
+            self._flight.pop(t, None)
+        if used:
+            self._flight = {t: v for t, v in self._flight.items() if v[0].job > used}
+            if self._key() in _POOLS:
+                _POOLS[self._key()].cancel(used)
         return out
 
 

@@ -16,7 +16,7 @@ from indexops.feeds.readers import FeedFileError
 from indexops.feeds.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
 from indexops.ledger import AppliedFile, Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
-from indexops.pipeline import IndexContext, apply_batch, needs_optimize, new_run_id
+from indexops.pipeline import IndexContext, apply_batch, chunk_ahead, needs_optimize, new_run_id
 from indexops.snapshot import publish_snapshot
 from indexops.validate import BatchRejected, ValidationResult, validate_records
 
@@ -30,6 +30,8 @@ class WorkUnit:
     read_errors: list[Quarantined] = field(default_factory=list)
     applied_file: AppliedFile | None = None
     snapshot_deletes: list[str] = field(default_factory=list)
+    snapshot_seen: set[str] | None = None  # the last unit of a full snapshot: every id the source holds
+    screened: ValidationResult | None = None
 
 
 @dataclass
@@ -80,7 +82,7 @@ def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str
                 yield unit
                 n += 1
                 unit = WorkUnit(label=f"part-{n:06d}")
-        unit.snapshot_deletes = sorted(ctx.ledger.active_doc_ids(name) - seen)
+        unit.snapshot_seen = seen  # what it deletes is read from the ledger when the unit is applied
         yield unit
 
     return SourcePlan(name, kind, snapshot_units())
@@ -120,6 +122,61 @@ def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path
     return PendingWork(files, size)
 
 
+def screen_unit(ctx: IndexContext, unit: WorkUnit, feed: str) -> ValidationResult:
+    """Validate a unit's records (once; kept on the unit). Writes nothing."""
+    if unit.screened is None:
+        v = ctx.settings.validation
+        res = validate_records(unit.records, feed, v.suite, v.max_text_chars, v.engine)
+        res.bad = unit.read_errors + res.bad
+        res.total = len(unit.records) + len(unit.read_errors)
+        unit.screened = res
+    return unit.screened
+
+
+class UnitsAhead:
+    """A source's units with one read ahead: `prepare_next()`, called while a batch encodes, reads
+    the next unit, validates it and chunks what changed (`chunk_ahead`), so the encoder workers go
+    on to its texts without waiting for this batch's store write and ledger commit. Only with an
+    encoder pool; a failure while reading ahead surfaces when the unit's turn comes, as it would
+    have without the look-ahead."""
+
+    def __init__(self, ctx: IndexContext, units: Iterator[WorkUnit], feed: str) -> None:
+        self.ctx = ctx
+        self.feed = feed
+        self._units = units
+        self._next: WorkUnit | None = None
+        self._read_error: BaseException | None = None
+        self._has_next = False
+        self.enabled = hasattr(ctx.embedder, "prefetch")
+
+    def __iter__(self) -> Iterator[WorkUnit]:
+        while True:
+            if self._read_error is not None:
+                err, self._read_error = self._read_error, None
+                raise err
+            unit = self._next if self._has_next else next(self._units, None)
+            self._next, self._has_next = None, False
+            if unit is None:
+                return
+            yield unit
+
+    def prepare_next(self) -> None:
+        if not self.enabled or self._has_next:
+            return
+        try:
+            self._next = next(self._units, None)
+        except Exception as e:  # noqa: BLE001 - raised at the unit's turn
+            self._read_error = e
+            return
+        self._has_next = True
+        if self._next is None:
+            return
+        try:
+            chunk_ahead(self.ctx, screen_unit(self.ctx, self._next, self.feed).good)
+        except Exception:  # noqa: BLE001 - speculation only: the unit's own turn redoes it and fails where it should
+            self._next.screened = None
+
+
 def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | None = None) -> ValidationResult:
     """Validate a unit; raise `BatchRejected` when its bad share passes the threshold.
 
@@ -127,9 +184,9 @@ def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | No
     operator looks), but none of its records, and not its cursor.
     """
     v = ctx.settings.validation
-    res = validate_records(unit.records, feed, v.suite, v.max_text_chars, v.engine)
-    res.bad = unit.read_errors + res.bad
-    res.total = len(unit.records) + len(unit.read_errors)
+    res = screen_unit(ctx, unit, feed)
+    if unit.snapshot_seen is not None:  # now, not when the unit was read: earlier batches may have promoted duplicates
+        unit.snapshot_deletes = sorted(ctx.ledger.active_doc_ids(feed) - unit.snapshot_seen)
     file_error = not unit.records and any(q.line == 0 for q in unit.read_errors)
     if file_error or (res.total and res.bad_fraction > v.max_bad_fraction):
         ctx.ledger.record_quarantine(res.bad, run_id or "")
@@ -161,11 +218,12 @@ def ingest_path(
     owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
     try:
         sp = plan_source(ctx, path, kind, feed)
-        for unit in sp.units:
+        units = UnitsAhead(ctx, sp.units, sp.feed)
+        for unit in units:
             res = validate_unit(ctx, unit, sp.feed, run_id)
             c = apply_batch(
                 ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad,
-                applied_file=unit.applied_file, progress=progress, timings=timings,
+                applied_file=unit.applied_file, progress=progress, timings=timings, while_encoding=units.prepare_next,
             )
             totals = totals.add(c)
         if needs_optimize(ctx, totals.chunks_embedded):

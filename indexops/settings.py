@@ -114,6 +114,11 @@ class IngestSettings(_Strict):
         50_000, gt=0, description="a run that wrote at least this many points merges the Qdrant Edge segments before it "
         "ends (unmerged segments make every later open read them all); null: only the maintenance flow does"
     )
+    compact_store_every_points: int | None = Field(
+        25_000, gt=0, description="Qdrant Edge keeps the segment a run appends to in memory: once this many points went "
+        "in, the run indexes that segment into an on-disk one between batches (shards made before this setting: closes "
+        "and reopens the shard), so a long load's memory stays flat; null: never"
+    )
 
 
 class RunnerSettings(_Strict):

@@ -81,7 +81,7 @@ def chunk_documents(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPla
 
 
 @task(name="embed_chunks", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> dict[str, list[float]]:
+def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> pipeline.Vectors:
     """Encode new chunks with a progress artifact (and a bar on a terminal)."""
     if not cp.to_embed:
         return {}
@@ -143,7 +143,7 @@ def task_runner_for(runner: RunnerSettings) -> Any:
     return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
 
 
-def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> dict[str, list[float]]:
+def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> pipeline.Vectors:
     """Encode new chunks as `encode_texts` tasks spread over the task runner's workers."""
     if not cp.to_embed:
         return {}
@@ -157,7 +157,7 @@ def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> dict[s
 
 
 @task(name="write_index", cache_policy=NO_CACHE, timeout_seconds=1800, **IO_RETRY)
-def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: dict[str, list[float]]) -> dict[str, int]:
+def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: pipeline.Vectors) -> dict[str, int]:
     """Upsert and delete points in Qdrant (idempotent, before the ledger commit)."""
     out = pipeline.write_store(ctx, cp, vectors)
     get_run_logger().info("store: %s", out)

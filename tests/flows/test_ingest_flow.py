@@ -169,3 +169,38 @@ def test_a_run_with_nothing_pending_does_not_queue_behind_the_concurrency_limit(
         assert _run(feed, ws)["files"] == ["000002-b.jsonl"]  # the slot is free again: the file lands
     finally:
         asyncio.run(limit(False))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_with_an_encoder_pool_the_next_batch_file_is_read_while_one_encodes(tmp_path, monkeypatch):
+    """Real model in two worker processes: the flow queues each batch's texts, reads and chunks the
+    next file while they encode, and every stored vector is the one the model gives its text."""
+    import numpy as np
+
+    from indexops.embed_pool import shutdown_pools
+    from indexops.embedders import make_embedder
+    from indexops.pipeline import open_index
+    from indexops.settings import load_settings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    feed, ws = tmp_path / "feed", tmp_path / "ws"
+    docs = _docs(60)
+    for k in range(3):
+        write_jsonl(feed / f"00000{k}-x.jsonl", docs[k * 20 : (k + 1) * 20])
+    cfg = tmp_path / "pool.yaml"
+    cfg.write_text("embedding:\n  model: all-MiniLM-L6-v2\n  backend: torch\n  workers: 2\n  pool_min_texts: 8\n"
+                   "chunking:\n  strategy: document\ndedupe:\n  near: false\n")
+    try:
+        s = ingest(feed_path=str(feed), workspace=str(ws), config_path=str(cfg))
+    finally:
+        shutdown_pools()
+    assert s["counts"]["chunks_embedded"] == 60 and s["timings_s"]["ahead"] > 0
+    ctx = open_index(ws, load_settings(cfg))
+    try:
+        rows = ctx.ledger.chunks_for_docs(ctx.collection, [d["id"] for d in docs])
+        pts = {p["payload"]["doc_id"]: p for p in ctx.store.retrieve([rows[d["id"]][0].point_id for d in docs], with_vectors=True)}
+        want = make_embedder("all-MiniLM-L6-v2", backend="torch").embed([pts[d["id"]]["payload"]["title"] + "\n" + d["text"] for d in docs])
+        np.testing.assert_allclose(np.array([pts[d["id"]]["dense"] for d in docs]), want, atol=1e-5)
+    finally:
+        ctx.close()

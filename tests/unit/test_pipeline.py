@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from indexops.ingest import PendingWork, ingest_path, pending_work, plan_source
@@ -443,3 +445,36 @@ def test_a_bulk_run_merges_the_store_segments_and_a_small_one_does_not(make_ctx,
     write_jsonl(feed / "b-002.jsonl", [{"id": "d1", "op": "delete"}])
     assert "optimize" not in ingest_path(ctx, feed, "delta")["timings_s"]  # 0 points written
     assert_store_matches_ledger(ctx)
+
+
+# ---- memory of long loads ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stepwise", [True, False], ids=["indexes-in-steps", "older-shard-reopens"])
+def test_a_long_load_compacts_the_store_between_batches_and_loses_nothing(make_ctx, tmp_path, stepwise):
+    feed = tmp_path / "big"
+    for k in range(4):
+        write_jsonl(feed / f"b-{k:03d}.jsonl", [{"id": f"d{k}-{i}", "text": f"document {k} {i} " + "word " * (i % 5)} for i in range(30)])
+    ctx = make_ctx(settings_for({"ingest": {"compact_store_every_points": 50}, "dedupe": {"near": False}}))
+    if not stepwise:  # a shard made before SEGMENTS: its optimize would merge everything each time
+        cfg = ctx.store.path / "edge_config.json"
+        data = json.loads(cfg.read_text())
+        data.pop("optimizers", None)
+        ctx.close_store()
+        cfg.write_text(json.dumps(data))
+    assert ctx.store.indexes_in_steps is stepwise
+    calls: list[str] = []
+    store_cls = type(ctx.store)
+    real_optimize, real_close = store_cls.optimize, type(ctx).close_store
+    store_cls.optimize = lambda self: calls.append("optimize") or real_optimize(self)  # type: ignore[method-assign]
+    type(ctx).close_store = lambda self: calls.append("reopen") or real_close(self)  # type: ignore[method-assign]
+    try:
+        out = ingest_path(ctx, feed, "delta")
+    finally:
+        store_cls.optimize, type(ctx).close_store = real_optimize, real_close
+    assert out["counts"]["chunks_embedded"] == 120
+    # 30 points per file: after files 2 and 4 the store was compacted in place, or closed to reopen
+    assert calls == (["optimize"] * 2 if stepwise else ["reopen"] * 2)
+    assert ctx.points_since_open < 50
+    assert_store_matches_ledger(ctx)
+    assert ctx.store.count() == 120 and _top_doc(ctx, "document 3 7 word word") == "d3-7"

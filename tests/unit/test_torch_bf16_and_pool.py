@@ -73,7 +73,7 @@ def test_pooled_embedder_matches_in_process_and_keeps_order(fp32_vecs):
         small = emb.embed(TEXTS[:10])  # below pool_min_texts and no pool yet: in-process
         assert not embed_pool._POOLS
         v = emb.embed(TEXTS)
-        assert len(embed_pool._POOLS) == 1 and len(next(iter(embed_pool._POOLS.values()))) == 2
+        assert len(embed_pool._POOLS) == 1 and len(next(iter(embed_pool._POOLS.values())).workers) == 2
         np.testing.assert_allclose(v, fp32_vecs, atol=1e-5)  # same model, same order, other processes
         np.testing.assert_allclose(small, fp32_vecs[:10], atol=1e-5)
         seen = []
@@ -91,7 +91,7 @@ def test_a_killed_worker_fails_the_call_clearly_and_the_next_call_starts_fresh_w
     emb = pooled(make_embedder(MODEL, backend="torch"), s)
     try:
         emb.embed(TEXTS)
-        workers = next(iter(embed_pool._POOLS.values()))
+        workers = next(iter(embed_pool._POOLS.values())).workers
         workers[0].proc.kill()
         workers[0].proc.wait()
         with pytest.raises(WorkerDied, match="exited"):
@@ -120,3 +120,48 @@ def test_hashing_and_single_core_configs_stay_in_process():
                           PooledEmbedder)
     one = Settings.model_validate({"embedding": {"workers": 1}})
     assert not isinstance(pooled(make_embedder(MODEL, backend="torch"), one), PooledEmbedder)
+
+
+def test_prefetched_texts_come_back_in_order_and_unasked_ones_are_dropped(fp32_vecs):
+    s = Settings.model_validate({"embedding": {"backend": "torch", "workers": 2, "pool_min_texts": 8}})
+    emb = pooled(make_embedder(MODEL, backend="torch"), s)
+    try:
+        emb.prefetch(TEXTS[:30])  # this batch
+        emb.prefetch(TEXTS[30:60])  # the next one, guessed while this one encodes
+        np.testing.assert_allclose(emb.embed(TEXTS[:30]), fp32_vecs[:30], atol=1e-5)
+        assert set(emb._flight) <= set(TEXTS[30:60])  # the guess stays in flight for the next call
+        # the next batch asks for part of the guess plus texts nobody guessed, in its own order
+        ask = TEXTS[60:66] + TEXTS[45:30:-1]
+        np.testing.assert_allclose(emb.embed(ask), np.concatenate([fp32_vecs[60:66], fp32_vecs[45:30:-1]]), atol=1e-5)
+        assert not emb._flight  # the unasked rest of the guess (TEXTS[46:60]) is forgotten
+        emb.prefetch(TEXTS[:20])
+        shutdown_pools()  # a pool stopped with texts in flight: the next call starts fresh workers
+        np.testing.assert_allclose(emb.embed(TEXTS[:20]), fp32_vecs[:20], atol=1e-5)
+    finally:
+        shutdown_pools()
+
+
+def test_ingest_reads_the_next_unit_while_one_encodes_and_stores_the_right_vectors(tmp_path, fp32_vecs):
+    import json
+
+    from indexops.ingest import ingest_path
+    from indexops.store import DENSE
+
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    docs = [{"id": f"d{i}", "title": "", "text": t} for i, t in enumerate(TEXTS)]
+    for k in range(3):  # three batch files: each one's look-ahead chunks the next and queues its texts
+        (feed / f"{k:06d}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[k * 24 : (k + 1) * 24]))
+    s = Settings.model_validate({"embedding": {"backend": "torch", "workers": 2, "pool_min_texts": 8},
+                                 "chunking": {"strategy": "document"}, "dedupe": {"near": False, "exact": False}})
+    ctx = open_index(tmp_path / "ws", s)
+    try:
+        r = ingest_path(ctx, feed, "delta")
+        assert r["counts"]["chunks_embedded"] == len(TEXTS) and r["timings_s"]["ahead"] > 0
+        assert not ctx.embedder._flight
+        rows = ctx.ledger.chunks_for_docs(ctx.collection, [d["id"] for d in docs])
+        got = {p["payload"]["doc_id"]: p["dense"] for p in ctx.store.retrieve([rows[d["id"]][0].point_id for d in docs], with_vectors=True)}
+        np.testing.assert_allclose(np.array([got[d["id"]] for d in docs]), fp32_vecs, atol=1e-5)
+    finally:
+        ctx.close()
+        shutdown_pools()
