@@ -70,12 +70,14 @@ bench: install
 	$(BIN)/python bench/ingest_scifact.py
 	$(BIN)/python bench/encoder_backends.py
 	$(BIN)/python bench/delta_vs_corpus.py --json bench/results/delta_vs_corpus.json
+	$(BIN)/python bench/load_memory.py --docs 200000 --per-file 10000
 	$(BIN)/python bench/peers.py --with-backend onnx-int8
 
 bench-quick: install
 	$(BIN)/python bench/ingest_scifact.py --quick
 	$(BIN)/python bench/encoder_backends.py --quick
 	$(BIN)/python bench/delta_vs_corpus.py --quick
+	$(BIN)/python bench/load_memory.py --quick
 	$(BIN)/python bench/peers.py --quick --limit 60  # builds bench/.peers-venv once (~2 min)
 
 clean:
