@@ -39,6 +39,7 @@ from tasks.maintenance import optimize_store
 # the task each timed stage runs, so a failure names the task the UI shows
 _STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "plan_changes", "chunk": "chunk_documents",
                "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "optimize": "optimize_store",
+               "compact": "optimize_store", "ahead": "chunk_documents",
                "snapshot": "publish_snapshot"}
 
 

@@ -88,14 +88,13 @@ class _Worker:
 class _Slice:
     """Texts one worker encodes in one request, and the reply once it came (vectors or the error)."""
 
-    __slots__ = ("texts", "job", "done", "result", "started")
+    __slots__ = ("texts", "job", "done", "result")
 
     def __init__(self, texts: list[str], job: int) -> None:
         self.texts = texts
         self.job = job
         self.done = threading.Event()
         self.result: np.ndarray | BaseException | None = None
-        self.started = False
 
 
 class _Dispatcher:
@@ -134,7 +133,6 @@ class _Dispatcher:
                 if self.closed:
                     return
                 s = self.queue.popleft()
-                s.started = True
             try:
                 s.result = w.encode(s.texts)
             except BaseException as exc:  # a dead worker breaks the pool: every waiter hears it

@@ -339,15 +339,13 @@ def make_embedder(
     if backend in ("torch", "torch-bf16"):
         return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize,
                                            dtype="bfloat16" if backend == "torch-bf16" else "float32")
+    if backend in ("onnx", "onnx-int8", "openvino", "openvino-bf16") and device != "cpu":
+        raise ValueError(f"embedding.backend {backend!r} runs on cpu only (device {device!r}); use backend torch")
     if backend in ("onnx", "onnx-int8"):
-        if device != "cpu":
-            raise ValueError(f"embedding.backend {backend!r} runs on cpu only (device {device!r}); use backend torch")
         from indexops.onnx_embedder import OnnxEmbedder
 
         return OnnxEmbedder(model, backend=backend, batch_size=batch_size, normalize=normalize, threads=threads)  # type: ignore[arg-type]
     if backend in ("openvino", "openvino-bf16"):
-        if device != "cpu":
-            raise ValueError(f"embedding.backend {backend!r} runs on cpu only (device {device!r}); use backend torch")
         from indexops.openvino_embedder import OpenVinoEmbedder
 
         return OpenVinoEmbedder(model, precision="bf16" if backend == "openvino-bf16" else "f32", batch_size=batch_size,

@@ -181,10 +181,13 @@ class OnnxEmbedder:
         The vectors depend on all of them, so each gets its own recipe (and collection).
         """
         if self._fingerprint is None:
-            spec = {"source": self.source_fingerprint(), "backend": self.backend, "export": EXPORT_VERSION, "opset": OPSET,
-                    "quantization": self._quant(), "onnxruntime": _ort_version()}
-            self._fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+            self._fingerprint = hashlib.sha256(json.dumps(self._recipe(), sort_keys=True).encode()).hexdigest()
         return self._fingerprint
+
+    def _recipe(self) -> dict[str, Any]:
+        """Everything the vectors depend on besides the input (a runtime subclass names its own)."""
+        return {"source": self.source_fingerprint(), "backend": self.backend, "export": EXPORT_VERSION, "opset": OPSET,
+                "quantization": self._quant(), "onnxruntime": _ort_version()}
 
     def model_path(self) -> Path:
         """The ONNX file this embedder runs, exported (and quantised) on first use."""

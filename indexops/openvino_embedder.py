@@ -10,8 +10,8 @@ cache under the same cache folder). On a CPU without native bf16 OpenVINO runs t
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
+from functools import lru_cache
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ _COMPILED: dict[tuple[str, int, str], Any] = {}
 _LOCK = threading.Lock()
 
 
+@lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """True when the CPU does bf16 arithmetic natively (AMX-BF16 or AVX512-BF16; Linux flags)."""
     try:
@@ -80,13 +81,10 @@ class OpenVinoEmbedder(OnnxEmbedder):
         self.backend = "openvino-bf16" if precision == "bf16" else "openvino"  # type: ignore[assignment]
         self.precision = precision
 
-    def fingerprint(self) -> str:
-        """sha256 over source weights, the export and the precision: each precision has its own recipe."""
-        if self._fingerprint is None:
-            spec = {"source": self.source_fingerprint(), "backend": self.backend, "export": EXPORT_VERSION, "opset": OPSET,
-                    "runtime": "openvino", "precision": self.precision}
-            self._fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-        return self._fingerprint
+    def _recipe(self) -> dict[str, Any]:
+        """Source weights, the export and the precision: each precision has its own recipe."""
+        return {"source": self.source_fingerprint(), "backend": self.backend, "export": EXPORT_VERSION, "opset": OPSET,
+                "runtime": "openvino", "precision": self.precision}
 
     def _load(self) -> Any:
         if self._session is None:

@@ -70,9 +70,10 @@ def release_store_memory(ctx: IndexContext) -> bool:
     """Between batches, once `compact_store_every_points` points went into the Edge shard: index
     its in-memory appendable segment into an on-disk one (or, for shards that would merge
     everything to do so, close it; it reopens on next use), then hand freed heap back to the OS.
-    Measured on 10k-document batch files: RSS grew ~40 MiB per 10k points written through an
-    open shard (60k: 441 MiB); with this it stays ~200 MiB. Both flush first, so a crash loses
-    nothing more than it would have."""
+    Measured on 10k-document batch files (`bench/load_memory.py`): RSS grew ~40 MiB per 10k
+    points written through an open shard (60k: 441 MiB); with this it is ~230 MiB after each step
+    and peaks at what one step takes (543 MiB). Both flush first, so a crash loses nothing more
+    than it would have."""
     n = ctx.settings.ingest.compact_store_every_points
     if n is None or ctx.settings.store.backend != "edge" or ctx.points_since_open < n:
         return False

@@ -22,8 +22,9 @@ DENSE = "dense"
 SPARSE = "bm25"
 # Segments Edge's merge optimizer leaves (Qdrant's default: one per core). With more, indexing the
 # points a long load appended makes a new segment in time proportional to them; with two, every
-# optimize merges the whole shard (measured, 64-dim points every 20k: 3.4 s each at 16+ vs 3.8 ->
-# 6.5 s growing at 2, and peak memory 426 vs 691 MiB at 60k).
+# optimize merges the whole shard (measured, 64-dim points, a step every 20k: 3.8 -> 6.5 s and a
+# 691 MiB peak at 60k with two segments; 3.4-3.8 s and 426 MiB with 64; with 16, every 25k points,
+# `bench/load_memory.py`: 5.9 and 6.6 s, 543 MiB).
 SEGMENTS = 16
 
 

@@ -145,7 +145,6 @@ def test_ingest_reads_the_next_unit_while_one_encodes_and_stores_the_right_vecto
     import json
 
     from indexops.ingest import ingest_path
-    from indexops.store import DENSE
 
     feed = tmp_path / "feed"
     feed.mkdir()
