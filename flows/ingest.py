@@ -17,7 +17,7 @@ from flows.scalar_params import scalar_params_flow
 from indexops.feeds.sources import detect_kind
 from indexops.ingest import IngestFailed, PendingWork, UnitsAhead, failure_message, pending_work, quarantine_spike
 from indexops.models import BatchCounts
-from indexops.pipeline import needs_optimize, new_run_id, open_index, queue_embedding, release_store_memory
+from indexops.pipeline import needs_optimize, new_run_id, open_index, queue_embedding, compact_store
 from indexops.settings import load_settings
 from tasks.ingest import (
     add_counts,
@@ -124,7 +124,7 @@ def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name:
                     vectors = timed("embed", embed_chunks_fanout, ctx, cp, runner)
                 timed("store", write_index, ctx, cp, vectors)
                 timed("ledger", commit_ledger, ctx, cp, res.bad, unit.applied_file)
-                timed("compact", release_store_memory, ctx)
+                timed("compact", compact_store, ctx)
                 totals = add_counts(totals, plan, cp, res)
                 reasons += [q.reason for q in res.bad]
                 if unit.applied_file:

@@ -66,7 +66,7 @@ class IndexContext:
         self.ledger.close()
 
 
-def release_store_memory(ctx: IndexContext) -> bool:
+def compact_store(ctx: IndexContext) -> bool:
     """Between batches, once `compact_store_every_points` points went into the Edge shard: index
     its in-memory appendable segment into an on-disk one (or, for shards that would merge
     everything to do so, close it; it reopens on next use), then hand freed heap back to the OS.
@@ -230,7 +230,7 @@ def rebuild_collection(ctx: IndexContext, run_id: str, batch: int | None = None)
         cp = chunk_batch(ctx, plan, run_id)
         write_store(ctx, cp, embed_chunks(ctx, cp.to_embed))
         commit_batch(ctx, cp)
-        release_store_memory(ctx)
+        compact_store(ctx)
         n += len(cp.to_embed)
     return n
 
@@ -649,7 +649,7 @@ def apply_batch(
     t4 = time.perf_counter()
     commit_batch(ctx, cp, quarantined, applied_file)
     t5 = time.perf_counter()
-    if release_store_memory(ctx):
+    if compact_store(ctx):
         t["compact"] = t.get("compact", 0.0) + time.perf_counter() - t5
     for k, v in (("plan", t1 - t0), ("chunk", t2 - t1), ("embed", t3 - t2), ("store", t4 - t3), ("ledger", t5 - t4)):
         t[k] = t.get(k, 0.0) + v
