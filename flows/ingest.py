@@ -17,7 +17,7 @@ from flows.scalar_params import scalar_params_flow
 from indexops.feeds.sources import detect_kind
 from indexops.ingest import IngestFailed, PendingWork, UnitsAhead, failure_message, pending_work, quarantine_spike
 from indexops.models import BatchCounts
-from indexops.pipeline import needs_optimize, new_run_id, open_index, queue_embedding, compact_store
+from indexops.pipeline import compact_store, needs_optimize, new_run_id, open_index, queue_embedding
 from indexops.settings import load_settings
 from tasks.ingest import (
     add_counts,
