@@ -67,7 +67,7 @@ alerts: install
 	$(BIN)/indexops alerts setup --config configs/operations.yaml $(if $(WEBHOOK_URL),--webhook-url "$(WEBHOOK_URL)")
 
 bench: install
-	$(BIN)/python bench/ingest_scifact.py
+	$(BIN)/python bench/ingest_scifact.py --repeats 3 --json bench/results/ingest_scifact.json
 	$(BIN)/python bench/encoder_backends.py
 	$(BIN)/python bench/delta_vs_corpus.py --json bench/results/delta_vs_corpus.json
 	$(BIN)/python bench/load_memory.py --docs 200000 --per-file 10000

@@ -56,11 +56,11 @@ def child_ingest(data: Path, limit: int | None, texts_out: Path, config: str | N
 
     enc_time = [0.0]
 
-    def recording_embed(texts, progress=None):
+    def recording_embed(texts, progress=None, **hints):
         seen.extend(texts)
         t = time.perf_counter()
         try:
-            return real_embed(texts, progress)
+            return real_embed(texts, progress, **hints)
         finally:
             enc_time[0] += time.perf_counter() - t
 
@@ -93,8 +93,10 @@ def child_plain(texts_in: Path, batch_size: int) -> dict:
     return {"wall_s": end - t0, "load_s": load, "encode_s": end - t1, "chunks": len(texts), "peak_rss_mib": _peak_rss_mib()}
 
 
-def child_own(texts_in: Path, config: str | None) -> dict:
-    """Our own encoder (the backend the config selects, e.g. ONNX int8) on the same texts, alone."""
+def child_own(texts_in: Path, config: str | None, count_tokens: bool = False) -> dict:
+    """Our own encoder (the backend the config selects, e.g. ONNX int8) on the same texts, alone.
+    `count_tokens`: first count each text's tokens (timed) and hand the counts to the pool, as the
+    ingest hands it the chunker's counts, so both cut slices that pad as little."""
     texts = json.loads(texts_in.read_text())
     t0 = time.perf_counter()
     from indexops.embedders import make_embedder
@@ -109,7 +111,12 @@ def child_own(texts_in: Path, config: str | None) -> dict:
     emb = pooled(make_embedder(**spec), s)
     load = time.perf_counter() - t0  # the model loads on first use, in-process or in the workers: encode_s includes it
     t1 = time.perf_counter()
-    emb.embed(texts)
+    lengths = None
+    if count_tokens:
+        tok = emb.tokenizer()
+        tok.warm(texts)  # one batched call of the model's tokenizer
+        lengths = [len(tok.spans(t)) for t in texts]
+    emb.embed(texts, lengths=lengths)
     end = time.perf_counter()
     shutdown_pools()
     return {"wall_s": end - t0, "load_s": load, "encode_s": end - t1, "chunks": len(texts), "peak_rss_mib": _peak_rss_mib(),
@@ -131,6 +138,8 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="YAML overlay for the ingest side")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--repeats", type=int, default=1, help="ingest and own-encoder runs, alternating (medians shown)")
+    ap.add_argument("--own-counts-tokens", action="store_true",
+                    help="our encoder alone first counts each text's tokens (timed) to sort its slices, as ingest does with the chunker's counts")
     ap.add_argument("--child", choices=["ingest", "plain", "own"], help=argparse.SUPPRESS)
     ap.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -144,7 +153,7 @@ def main() -> None:
         print(json.dumps(child_plain(a.texts, 64)))
         return
     if a.child == "own":
-        print(json.dumps(child_own(a.texts, a.config)))
+        print(json.dumps(child_own(a.texts, a.config, a.own_counts_tokens)))
         return
     limit = 40 if a.quick else a.limit
     if not (a.data / "corpus.jsonl").exists():
@@ -159,12 +168,14 @@ def main() -> None:
     ings, owns = [], []
     for _ in range(a.repeats):
         ings.append(_child(["--child", "ingest", *common]))
-        owns.append(_child(["--child", "own", "--texts", str(texts)] + (["--config", a.config] if a.config else [])))
+        owns.append(_child(["--child", "own", "--texts", str(texts)] + (["--config", a.config] if a.config else [])
+                           + (["--own-counts-tokens"] if a.own_counts_tokens else [])))
     ing = sorted(ings, key=lambda r: r["wall_s"])[len(ings) // 2]
     own = sorted(owns, key=lambda r: r["wall_s"])[len(owns) // 2]
     plain = _child(["--child", "plain", "--texts", str(texts)])
     cmd = ("python bench/ingest_scifact.py" + (" --quick" if a.quick else f" --limit {limit}" if limit else "")
-           + (f" --repeats {a.repeats}" if a.repeats != 1 else "") + (f" --config {a.config}" if a.config else ""))
+           + (f" --repeats {a.repeats}" if a.repeats != 1 else "") + (f" --config {a.config}" if a.config else "")
+           + (" --own-counts-tokens" if a.own_counts_tokens else ""))
     res = {
         "ingest_runs_s": [r["wall_s"] for r in ings], "own_encoder_runs_s": [r["wall_s"] for r in owns],
         "command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

@@ -355,10 +355,10 @@ def child_indexops(feed: Path, ws: Path, config: Path) -> dict[str, Any]:
     stats = {"embedded": 0, "embed_s": 0.0}
     real = ctx.embedder.embed
 
-    def counting(texts, progress=None):
+    def counting(texts, progress=None, **hints):
         t = time.perf_counter()
         try:
-            return real(texts, progress)
+            return real(texts, progress, **hints)
         finally:
             stats["embedded"] += len(texts)
             stats["embed_s"] += time.perf_counter() - t

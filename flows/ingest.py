@@ -110,7 +110,9 @@ def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name:
         with runner if runner is not None else contextlib.nullcontext():
             sp = timed("scan", scan_source, ctx, feed_path, kind, feed_name)
             feed = sp.feed
-            units = UnitsAhead(ctx, sp.units, sp.feed)
+            units = UnitsAhead(ctx, sp.units, sp.feed, ahead=runner is None)  # a runner's workers encode elsewhere
+            timed("ahead", units.prepare_next)  # the first unit's texts encode while it is planned
+            at["stage"] = "scan"  # a unit that could not be read ahead fails when its turn comes: reading it
             for unit in units:
                 at["unit"] = unit.label
                 res = timed("validate", validate_batch, ctx, unit, sp.feed, run_id)
@@ -129,6 +131,7 @@ def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name:
                 reasons += [q.reason for q in res.bad]
                 if unit.applied_file:
                     files.append(unit.label)
+                at["stage"] = "scan"
             at["unit"] = None
             if needs_optimize(ctx, totals.chunks_embedded):
                 timed("optimize", optimize_store, ctx)

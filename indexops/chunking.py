@@ -78,12 +78,14 @@ class Chunker:
             return self._whole(doc_id, title, text, metadata)
         prefix = ""
         budget = self.max_tokens
+        title_tokens = 0
         room = self.max_tokens - MIN_BUDGET - 1  # the title may use what the text does not need
         if self.settings.include_title and title.strip() and room > 0:
             tspans = self.tok.spans(title)
             shown = title if len(tspans) <= room else title[: tspans[room - 1][1]]
             prefix = f"{shown}\n"
-            budget = self.max_tokens - min(len(tspans), room) - 1
+            title_tokens = min(len(tspans), room)
+            budget = self.max_tokens - title_tokens - 1
         overlap = min(self.settings.overlap_tokens, budget // 2)
         spans = self.tok.spans(text)
         if self.settings.strategy == "token_window":
@@ -92,6 +94,7 @@ class Chunker:
             ranges = _recursive(text, spans, budget, overlap)
         if not ranges:
             ranges = [(0, len(text))]
+        starts = [s for s, _ in spans]
         chunks: list[Chunk] = []
         seen: set[str] = set()
         dropped = 0
@@ -99,11 +102,12 @@ class Chunker:
             piece = text[a:b].strip()
             if not piece:
                 continue
-            norm = normalize_text(piece)
-            if norm in seen:  # the same passage twice in one document is indexed once
-                dropped += 1
-                continue
-            seen.add(norm)
+            if len(ranges) > 1:
+                norm = normalize_text(piece)
+                if norm in seen:  # the same passage twice in one document is indexed once
+                    dropped += 1
+                    continue
+                seen.add(norm)
             th = sha256_hex(piece)
             chunks.append(
                 Chunk(
@@ -115,6 +119,7 @@ class Chunker:
                     chunk_hash=chunk_hash(piece, title, metadata),
                     title=title,
                     metadata=metadata,
+                    tokens=title_tokens + bisect.bisect_left(starts, b) - bisect.bisect_left(starts, a),
                 )
             )
         return ChunkResult(chunks, dropped)

@@ -8,8 +8,11 @@ buckets: nothing is rebuilt and the cost is O(batch), not O(corpus).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from hashlib import blake2b
+from itertools import accumulate
 
 import numpy as np
 
@@ -19,6 +22,7 @@ from indexops.settings import DedupeSettings
 _SEED = 1
 _PRIME = np.uint64((1 << 61) - 1)
 _MAX_HASH = np.uint64((1 << 32) - 1)
+_COLUMNS_PER_PASS = 8192  # shingles per numpy pass: 128 x 8192 uint64 is 8 MiB
 
 
 @lru_cache(maxsize=16)
@@ -64,42 +68,62 @@ class NearDuplicateIndex:
         self._b = rng.randint(0, _PRIME, size=settings.num_perm, dtype=np.uint64)
 
     def shingles(self, text: str) -> list[bytes]:
-        """The distinct runs of `shingle_words` words of the normalised text, as UTF-8 bytes (cut from
-        one encoding of the text: UTF-8 encodes code point by code point, so a slice equals the
-        encoded join of its words)."""
-        norm = normalize_text(text)
+        """The distinct runs of `shingle_words` words of the normalised text, as UTF-8 bytes."""
+        return list(dict.fromkeys(self._runs(normalize_text(text))))
+
+    def _runs(self, norm: str) -> list[bytes]:
+        """Every run of `shingle_words` words of a normalised text, repeats included (a minimum does
+        not care), cut from one encoding of the text: UTF-8 encodes code point by code point, so a
+        slice equals the encoded join of its words."""
         words = norm.split(" ")
         n = self.settings.shingle_words
         data = norm.encode("utf-8", "surrogatepass")
         if len(words) <= n:
             return [data]
-        sizes = [len(w) for w in words] if len(data) == len(norm) else [len(w.encode("utf-8", "surrogatepass")) for w in words]
-        starts, pos = [], 0
-        for size in sizes:
-            starts.append(pos)
-            pos += size + 1
-        return list({data[starts[i] : starts[i + n - 1] + sizes[i + n - 1]] for i in range(len(words) - n + 1)})
+        sizes = map(len, words) if len(data) == len(norm) else (len(w.encode("utf-8", "surrogatepass")) for w in words)
+        starts = list(accumulate((k + 1 for k in sizes), initial=0))  # word i spans starts[i] .. starts[i+1]-1
+        return [data[a : b - 1] for a, b in zip(starts, starts[n:])]
 
     def signature(self, text: str) -> Signature:
-        """Classic MinHash: min over shingles of (a*h + b) mod 2^61-1, h a 32-bit shingle hash.
+        return self.signatures([text])[0]
 
-        a*h + b wraps at 2^64 (as it always has: stored signatures depend on it); the reduction mod
-        the Mersenne prime 2^61-1 is done with shifts and masks, which equals numpy's `%` bit for bit."""
-        digests = b"".join([hashlib.blake2b(s, digest_size=4).digest() for s in self.shingles(text)])
-        hv = np.frombuffer(digests, dtype="<u4").astype(np.uint64)
-        with np.errstate(over="ignore"):
-            x = self._a[:, None] * hv[None, :] + self._b[:, None]
-        x = (x & _PRIME) + (x >> np.uint64(61))  # x = q*2^61 + r == q + r (mod 2^61-1), q <= 7
-        x -= np.where(x >= _PRIME, _PRIME, np.uint64(0))
-        return Signature((x & _MAX_HASH).min(axis=1).astype(np.uint64))
+    def signatures(self, texts: Sequence[str], normalized: bool = False) -> list[Signature]:
+        """Classic MinHash per text: min over shingles of (a*h + b) mod 2^61-1, h a 32-bit shingle hash.
+
+        Texts go through numpy together, a few thousand shingles per pass, instead of one small pass
+        each. a*h + b wraps at 2^64 (as it always has: stored signatures depend on it); the reduction
+        mod the Mersenne prime 2^61-1 is done with shifts and masks, which equals numpy's `%` bit for
+        bit. `normalized`: the texts are `normalize_text` output already."""
+        hashes = []
+        for t in texts:
+            runs = self._runs(t if normalized else normalize_text(t))
+            hashes.append(np.frombuffer(b"".join([blake2b(r, digest_size=4).digest() for r in runs]), dtype="<u4"))
+        out: list[Signature] = []
+        i = 0
+        while i < len(hashes):
+            j, cols = i, 0
+            while j < len(hashes) and (j == i or cols + len(hashes[j]) <= _COLUMNS_PER_PASS):
+                cols += len(hashes[j])
+                j += 1
+            hv = np.concatenate(hashes[i:j]).astype(np.uint64)
+            with np.errstate(over="ignore"):
+                x = np.multiply.outer(self._a, hv)
+                x += self._b[:, None]
+            q = x >> np.uint64(61)
+            x &= _PRIME
+            x += q  # x = q*2^61 + r == q + r (mod 2^61-1), q <= 7
+            np.subtract(x, _PRIME, out=x, where=x >= _PRIME)
+            x &= _MAX_HASH
+            starts = np.cumsum([0] + [len(h) for h in hashes[i : j - 1]])
+            mins = np.minimum.reduceat(x, starts, axis=1)
+            out += [Signature(np.ascontiguousarray(mins[:, k])) for k in range(j - i)]
+            i = j
+        return out
 
     def buckets(self, sig: Signature) -> list[int]:
         """One key per band: its rows' hash as a 63-bit integer (a BIGINT in the ledger)."""
-        out = []
-        for band in range(self.bands):
-            chunk = sig.values[band * self.rows : (band + 1) * self.rows].astype("<u8").tobytes()
-            out.append(band_key(hashlib.sha1(band.to_bytes(2, "big") + chunk).digest()))
-        return out
+        raw, w = sig.values.astype("<u8").tobytes(), self.rows * 8
+        return [band_key(hashlib.sha1(band.to_bytes(2, "big") + raw[band * w : (band + 1) * w]).digest()) for band in range(self.bands)]
 
 
 def band_key(digest: bytes) -> int:

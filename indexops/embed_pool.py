@@ -178,6 +178,8 @@ class PooledEmbedder:
     `prefetch(texts)` queues texts a later `embed` will probably ask for (the next batch of an
     ingest) behind what is queued; `embed` takes what is in flight or done and queues the rest
     first. Texts prefetched but never asked for are dropped, unencoded if no worker started them.
+    Both take optional `lengths` (tokens per text, e.g. counted by the chunker): slices are then cut
+    from texts sorted by tokens rather than characters, which pads ~5% less on SciFact chunks.
 
     Args:
         local: the in-process embedder (dim, fingerprint, tokenizer, small inputs).
@@ -235,9 +237,14 @@ class PooledEmbedder:
         if self._flight and _POOLS.get(self._key()) is not self._flight_pool:
             self._flight.clear()
 
-    def _queue(self, texts: Sequence[str], urgent: bool) -> int:
+    def _queue(self, texts: Sequence[str], urgent: bool, lengths: Sequence[int | None] | None = None) -> int:
         """Queue the texts not in flight yet as one job (length-sorted slices); returns the job."""
-        new = sorted((t for t in dict.fromkeys(texts) if t not in self._flight), key=len)
+        new = [t for t in dict.fromkeys(texts) if t not in self._flight]
+        tokens = dict(zip(texts, lengths)) if lengths is not None else {}
+        if new and all(tokens.get(t) is not None for t in new):
+            new.sort(key=tokens.__getitem__)
+        else:
+            new.sort(key=len)
         self._job += 1
         if not new:
             return self._job
@@ -251,25 +258,25 @@ class PooledEmbedder:
         pool.put(slices, urgent)
         return self._job
 
-    def prefetch(self, texts: Sequence[str]) -> None:
+    def prefetch(self, texts: Sequence[str], lengths: Sequence[int | None] | None = None) -> None:
         """Queue texts for a later `embed` call; small inputs start no workers."""
         self._forget_stopped()
         if self.workers < 2 or (len(texts) < self.min_texts and self._key() not in _POOLS):
             return
         try:
-            self._queue(texts, urgent=False)
+            self._queue(texts, urgent=False, lengths=lengths)
         except BaseException:
             self._drop_pool()
             raise
 
-    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None, lengths: Sequence[int | None] | None = None) -> np.ndarray:
         self._forget_stopped()
         n = len(texts)
         threshold = min(self.min_texts, 32) if self._key() in _POOLS else self.min_texts
         if self.workers < 2 or (n < threshold and not any(t in self._flight for t in texts)):
             return self.local.embed(texts, progress)
         try:
-            own = self._queue(texts, urgent=True)  # what nobody prefetched goes before the prefetched rest
+            own = self._queue(texts, urgent=True, lengths=lengths)  # what nobody prefetched goes before the prefetched rest
             slots = [self._flight[t] for t in texts]
             wanted: dict[int, int] = {}  # slice -> how many of this call's texts it holds
             for sl, _ in slots:

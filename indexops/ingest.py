@@ -136,18 +136,19 @@ def screen_unit(ctx: IndexContext, unit: WorkUnit, feed: str) -> ValidationResul
 class UnitsAhead:
     """A source's units with one read ahead: `prepare_next()`, called while a batch encodes, reads
     the next unit, validates it and chunks what changed (`chunk_ahead`), so the encoder workers go
-    on to its texts without waiting for this batch's store write and ledger commit. Only with an
-    encoder pool; a failure while reading ahead surfaces when the unit's turn comes, as it would
-    have without the look-ahead."""
+    on to its texts without waiting for this batch's store write and ledger commit. Called once
+    before the first unit, it starts the workers on that unit's texts while the unit is planned.
+    Only with an encoder pool in this process (`ahead`); a failure while reading ahead surfaces
+    when the unit's turn comes, as it would have without the look-ahead."""
 
-    def __init__(self, ctx: IndexContext, units: Iterator[WorkUnit], feed: str) -> None:
+    def __init__(self, ctx: IndexContext, units: Iterator[WorkUnit], feed: str, ahead: bool = True) -> None:
         self.ctx = ctx
         self.feed = feed
         self._units = units
         self._next: WorkUnit | None = None
         self._read_error: BaseException | None = None
         self._has_next = False
-        self.enabled = hasattr(ctx.embedder, "prefetch")
+        self.enabled = ahead and ctx.pool is not None
 
     def __iter__(self) -> Iterator[WorkUnit]:
         while True:
@@ -219,6 +220,9 @@ def ingest_path(
     try:
         sp = plan_source(ctx, path, kind, feed)
         units = UnitsAhead(ctx, sp.units, sp.feed)
+        t = time.perf_counter()
+        units.prepare_next()  # the first unit too: its texts encode while it is planned
+        timings["ahead"] = time.perf_counter() - t
         for unit in units:
             res = validate_unit(ctx, unit, sp.feed, run_id)
             c = apply_batch(

@@ -154,6 +154,7 @@ class Chunk(BaseModel):
     chunk_hash: str
     title: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    tokens: int | None = None  # embed text length in the model's tokens where the chunker counted them (sorts encoder slices)
 
 
 class BatchCounts(BaseModel):

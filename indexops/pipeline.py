@@ -21,7 +21,7 @@ import numpy as np
 from indexops.chunking import Chunker
 from indexops.dedupe import BatchBuckets, NearDuplicateIndex, Signature
 from indexops.embedders import Embedder, ProgressFn, cpu_cores, make_embedder, resolve_backend
-from indexops.ids import canonical_json, point_id, sha256_hex, text_hash, version_hash
+from indexops.ids import canonical_json, normalize_text, point_id, sha256_hex, version_hash
 from indexops.ledger import SCHEMA_VERSION, AppliedFile, BatchCommit, ChunkRow, DocRow, DocWrite, Ledger, multiset_term
 from indexops.models import BatchCounts, Chunk, FeedRecord, Quarantined
 from indexops.settings import Settings
@@ -54,6 +54,11 @@ class IndexContext:
             self._store = open_store(s.backend, self.workspace, self.collection, self.embedder.dim, s.url, s.api_key_env,
                                      s.shards, s.replication_factor, s.memory)
         return self._store
+
+    @property
+    def pool(self) -> Any:
+        """The embedder when it is an encoder pool (texts can be queued ahead, with token counts), else None."""
+        return self.embedder if hasattr(self.embedder, "prefetch") else None
 
     def close_store(self) -> None:
         if self._store is not None:
@@ -284,6 +289,7 @@ def plan_batch(ctx: IndexContext, records: Sequence[FeedRecord], feed: str, snap
     existing = ctx.ledger.get_documents([r.id for r in recs])
 
     candidates: dict[str, DocWrite] = {}
+    norms: dict[str, str] = {}  # normalised texts: the exact hash and the MinHash read the same form
     leaving: set[str] = set()  # active docs whose current content stops being the kept copy
 
     for r in recs:
@@ -311,7 +317,8 @@ def plan_batch(ctx: IndexContext, records: Sequence[FeedRecord], feed: str, snap
             if r.updated_at and (old.updated_at is None or r.updated_at > old.updated_at):
                 plan.touched_updated_at[r.id] = r.updated_at
             continue
-        th = text_hash(text)
+        norms[r.id] = normalize_text(text)
+        th = sha256_hex(norms[r.id])  # == text_hash(text)
         if old is not None and old.status == "active":
             plan.old_active.add(r.id)
             if old.text_hash != th:
@@ -328,7 +335,7 @@ def plan_batch(ctx: IndexContext, records: Sequence[FeedRecord], feed: str, snap
             continue
         candidates[d.doc_id] = _rewrite(d, status="active")
 
-    _dedupe(ctx, plan, candidates, leaving)
+    _dedupe(ctx, plan, candidates, leaving, norms)
     kept_after = {d for d in candidates if plan.docs[d].status == "active"}
     in_batch = {r.id for r in recs}
     plan.counts.promoted = len(kept_after - in_batch)
@@ -348,7 +355,7 @@ def _rewrite(d: DocRow, **changes: Any) -> DocWrite:
     return w
 
 
-def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite], leaving: set[str]) -> None:
+def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite], leaving: set[str], norms: dict[str, str]) -> None:
     """Exact duplicates keep the smallest id of their group (order-independent); near duplicates
     keep whichever copy was indexed first and are checked against the whole index via LSH."""
     cfg = ctx.settings.dedupe
@@ -365,9 +372,10 @@ def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite],
     ledger_buckets: dict[str, set[str]] = {}
     ledger_sigs: dict[str, Signature] = {}
     if ctx.near is not None:
-        for d in ids:
-            sigs[d] = ctx.near.signature(candidates[d].text or "")
-            bucket_keys[d] = ctx.near.buckets(sigs[d])
+        texts = [norms[d] if d in norms else normalize_text(candidates[d].text or "") for d in ids]
+        for d, sig in zip(ids, ctx.near.signatures(texts, normalized=True)):
+            sigs[d] = sig
+            bucket_keys[d] = ctx.near.buckets(sig)
         ledger_buckets = ctx.ledger.lsh_candidates(k for d in ids for k in bucket_keys[d])
         cand_ids = {x for s in ledger_buckets.values() for x in s} - excluded
         for did, row in ctx.ledger.get_documents(cand_ids).items():
@@ -517,6 +525,12 @@ def distinct_embed_texts(chunks: Sequence[Chunk]) -> list[str]:
     return list(dict.fromkeys(c.embed_text for c in chunks))
 
 
+def token_lengths(chunks: Sequence[Chunk]) -> list[int | None]:
+    """The chunker's token count of each distinct embed text, in `distinct_embed_texts` order: an
+    encoder pool sorts its slices by them."""
+    return list({c.embed_text: c.tokens for c in chunks}.values())
+
+
 Vectors = dict[str, np.ndarray]
 
 
@@ -533,9 +547,8 @@ def vectors_by_chunk(chunks: Sequence[Chunk], texts: Sequence[str], vecs: Any) -
 def queue_embedding(ctx: IndexContext, chunks: Sequence[Chunk]) -> None:
     """Hand the encoder workers this batch's texts now, so whatever the caller does before it
     asks for the vectors (reading the next unit) runs while they encode."""
-    prefetch = getattr(ctx.embedder, "prefetch", None)
-    if prefetch is not None and chunks:
-        prefetch(distinct_embed_texts(chunks))
+    if ctx.pool is not None and chunks:
+        ctx.pool.prefetch(distinct_embed_texts(chunks), lengths=token_lengths(chunks))
 
 
 def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
@@ -544,8 +557,7 @@ def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
     batch is planned and chunked as always once this one commits, and finds its chunks made and
     its vectors encoded or on the way (anything this guessed wrong is made then, or dropped).
     Returns the texts queued (0 where the embedder has no workers to keep busy)."""
-    prefetch = getattr(ctx.embedder, "prefetch", None)
-    if prefetch is None:
+    if ctx.pool is None:
         return 0
     recs = [r for r in last_record_wins(records) if r.op != "delete"]
     old = ctx.ledger.get_documents([r.id for r in recs])
@@ -560,7 +572,7 @@ def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
                for row in rows}
     chunks = [c for res in ctx.chunker.chunk_ahead(docs) for c in res.chunks if (c.chunk_id, embed_hash(c)) not in indexed]
     texts = distinct_embed_texts(chunks)
-    prefetch(texts)
+    ctx.pool.prefetch(texts, lengths=token_lengths(chunks))
     return len(texts)
 
 
@@ -569,6 +581,8 @@ def embed_chunks(ctx: IndexContext, chunks: Sequence[Chunk], progress: ProgressF
     if not chunks:
         return {}
     texts = distinct_embed_texts(chunks)
+    if ctx.pool is not None:
+        return vectors_by_chunk(chunks, texts, ctx.pool.embed(texts, progress=progress, lengths=token_lengths(chunks)))
     return vectors_by_chunk(chunks, texts, ctx.embedder.embed(texts, progress=progress))
 
 
@@ -641,17 +655,19 @@ def apply_batch(
     t2 = time.perf_counter()
     if while_encoding is not None:
         while_encoding()
-        t["ahead"] = t.get("ahead", 0.0) + time.perf_counter() - t2
-        t2 = time.perf_counter()
-    vecs = embed_chunks(ctx, cp.to_embed, progress)
     t3 = time.perf_counter()
-    write_store(ctx, cp, vecs)
+    vecs = embed_chunks(ctx, cp.to_embed, progress)
     t4 = time.perf_counter()
-    commit_batch(ctx, cp, quarantined, applied_file)
+    write_store(ctx, cp, vecs)
     t5 = time.perf_counter()
+    commit_batch(ctx, cp, quarantined, applied_file)
+    t6 = time.perf_counter()
+    stages = {"plan": t1 - t0, "chunk": t2 - t1, "ahead": t3 - t2, "embed": t4 - t3, "store": t5 - t4, "ledger": t6 - t5}
     if compact_store(ctx):
-        t["compact"] = t.get("compact", 0.0) + time.perf_counter() - t5
-    for k, v in (("plan", t1 - t0), ("chunk", t2 - t1), ("embed", t3 - t2), ("store", t4 - t3), ("ledger", t5 - t4)):
+        stages["compact"] = time.perf_counter() - t6
+    if while_encoding is None:
+        del stages["ahead"]
+    for k, v in stages.items():
         t[k] = t.get(k, 0.0) + v
     return batch_counts(plan, cp, quarantined)
 

@@ -94,6 +94,7 @@ def test_every_token_is_covered_and_embed_text_fits_window(strategy):
     for ch in res.chunks:
         assert ch.embed_text == f"{title}\n{ch.text}"
         assert len(tok.spans(ch.embed_text)) <= 20, ch.embed_text
+        assert ch.tokens == len(tok.spans(ch.embed_text))  # the count the encoder pool sorts by
 
 
 def test_embed_text_fits_window_with_a_long_title():
@@ -181,6 +182,8 @@ def test_warming_the_model_tokenizer_in_batches_changes_no_chunk():
     warm.warm([s for _, t, x in docs for s in (t, x)])
     assert [warm.chunk(d, t, x, {}).chunks for d, t, x in docs] == plain
     assert any(len(c) > 1 for c in plain)
+    tok = emb.tokenizer()
+    assert all(c.tokens == len(tok.spans(c.embed_text)) for cs in plain for c in cs)  # model tokens of the embed text
 
 
 def test_document_strategy_makes_one_chunk_of_the_whole_text():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from indexops import dedupe
 from indexops.dedupe import BatchBuckets, NearDuplicateIndex, Signature, lsh_params
+from indexops.ids import normalize_text
 from indexops.pipeline import apply_batch
 from indexops.settings import DedupeSettings
 from indexops.snapshot import current_snapshot_id
@@ -84,14 +86,37 @@ def _reference_signature(nd: NearDuplicateIndex, text: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("shingle_words", [1, 3, 5])
-def test_signature_equals_the_reference_computation_bit_for_bit(shingle_words):
+def test_signature_equals_the_reference_computation_bit_for_bit(shingle_words, monkeypatch):
     rng = np.random.default_rng(3)
     vocab = ["insulin", "Ärzte", "naïve", "ﬁle", "日本語", "emoji🙂", "x", "\ud800lone", "straße", "İstanbul", "a\u00a0b", "tab\tsep"]
     texts = ["", " ", "one", "two words", "exactly three words", "  Leading and   trailing  ", "\ud83d\ude00 pair"]
     texts += [" ".join(rng.choice(vocab, size=int(k))) for k in rng.integers(1, 60, size=200)]
     nd = NearDuplicateIndex(DedupeSettings(shingle_words=shingle_words))
-    for t in texts:
-        np.testing.assert_array_equal(nd.signature(t).values, _reference_signature(nd, t), err_msg=repr(t))
+    refs = [_reference_signature(nd, t) for t in texts]
+    for t, ref in zip(texts, refs):
+        np.testing.assert_array_equal(nd.signature(t).values, ref, err_msg=repr(t))
+    for per_pass in (1, 50, 8192):  # texts share numpy passes; a pass ends inside, between and after texts
+        monkeypatch.setattr(dedupe, "_COLUMNS_PER_PASS", per_pass)
+        got = nd.signatures(texts)
+        assert len(got) == len(texts)
+        for t, sig, ref in zip(texts, got, refs):
+            np.testing.assert_array_equal(sig.values, ref, err_msg=f"{per_pass}: {t!r}")
+    normalized = nd.signatures([normalize_text(t) for t in texts[:20]], normalized=True)
+    assert [s.values.tolist() for s in normalized] == [r.tolist() for r in refs[:20]]
+
+
+def test_bucket_keys_equal_the_reference_computation():
+    """Band keys live in the ledger: per band, SHA-1 of the band number and its rows' bytes."""
+    import hashlib
+
+    from indexops.dedupe import band_key
+
+    nd = NearDuplicateIndex(DedupeSettings())
+    for t in (LONG, NEAR, FAR, ""):
+        v = nd.signature(t).values
+        ref = [band_key(hashlib.sha1(b.to_bytes(2, "big") + v[b * nd.rows : (b + 1) * nd.rows].astype("<u8").tobytes()).digest())
+               for b in range(nd.bands)]
+        assert nd.buckets(nd.signature(t)) == ref
 
 
 def test_signature_jaccard_of_different_lengths_is_zero():

@@ -141,6 +141,29 @@ def test_prefetched_texts_come_back_in_order_and_unasked_ones_are_dropped(fp32_v
         shutdown_pools()
 
 
+def test_given_token_counts_order_the_slices_and_change_no_vector():
+    """With `lengths` the pool cuts slices from texts sorted by them (what pads least in the
+    workers), not by characters; a missing count falls back to characters for that job."""
+    from indexops.embedders import HashingEmbedder
+
+    local = HashingEmbedder(16)
+    spec = {"model": "hashing", "dim": 16, "batch_size": None, "device": "cpu", "normalize": True, "backend": "torch"}
+    texts = ["a b c d e f", "gg hh ii", "jjj kkk", "llllllllll"]  # characters 11, 8, 7, 10
+    tokens = [6, 3, 2, 1]
+    pool = PooledEmbedder(local, spec, workers=2, min_texts=2, slice_size=2, cores=2)
+    try:
+        pool.prefetch(texts, lengths=tokens)
+        slices = {t: id(pool._flight[t][0]) for t in texts}
+        assert slices[texts[3]] == slices[texts[2]] != slices[texts[1]] == slices[texts[0]]
+        np.testing.assert_allclose(pool.embed(texts, lengths=tokens), local.embed(texts), atol=1e-6)
+        pool.prefetch(texts, lengths=[6, 3, None, 1])
+        slices = {t: id(pool._flight[t][0]) for t in texts}
+        assert slices[texts[2]] == slices[texts[1]] != slices[texts[3]] == slices[texts[0]]
+        np.testing.assert_allclose(pool.embed(texts), local.embed(texts), atol=1e-6)
+    finally:
+        shutdown_pools()
+
+
 def test_ingest_reads_the_next_unit_while_one_encodes_and_stores_the_right_vectors(tmp_path, fp32_vecs):
     import json
 
