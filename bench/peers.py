@@ -708,7 +708,7 @@ def print_report(res: dict[str, Any]) -> None:
     ]
     for label, f in checks:
         print(f"| {label} | " + " | ".join(cell(k, lambda r: f(r["delta"]["checks"])) for k, _ in ch) + " |")
-    print(f"| no-op embedded 0 | " + " | ".join(cell(k, lambda r: "yes" if r["noop_embedded_max"] == 0 else f"no ({r['noop_embedded_max']})")
+    print("| no-op embedded 0 | " + " | ".join(cell(k, lambda r: "yes" if r["noop_embedded_max"] == 0 else f"no ({r['noop_embedded_max']})")
                                                for k, _ in ch) + " |")
     print("\nversions (peers' venv): " + ", ".join(f"{k} {v}" for k, v in res["versions"]["peers_venv"].items()))
     print("versions (indexops): " + ", ".join(f"{k} {v}" for k, v in res["versions"]["indexops_venv"].items()))
