@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from indexops.models import BatchCounts, Chunk, FeedRecord, Quarantined
 from indexops.settings import Settings
 from indexops.sparse import Bm25Encoder
 from indexops.store import StorePoint, VectorStore, open_store
+
+if TYPE_CHECKING:
+    from indexops.embed_pool import PooledEmbedder
 
 _MOD = 1 << 256
 
@@ -56,7 +59,7 @@ class IndexContext:
         return self._store
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> PooledEmbedder | None:
         """The embedder when it is an encoder pool (texts can be queued ahead, with token counts), else None."""
         return self.embedder if hasattr(self.embedder, "prefetch") else None
 
