@@ -88,13 +88,13 @@ class Chunker:
             budget = self.max_tokens - title_tokens - 1
         overlap = min(self.settings.overlap_tokens, budget // 2)
         spans = self.tok.spans(text)
+        starts = [s for s, _ in spans]  # token start offsets: sentence sizes and each chunk's count
         if self.settings.strategy == "token_window":
             ranges = _token_windows(spans, budget, overlap)
         else:
-            ranges = _recursive(text, spans, budget, overlap)
+            ranges = _recursive(text, spans, starts, budget, overlap)
         if not ranges:
             ranges = [(0, len(text))]
-        starts = [s for s, _ in spans]
         chunks: list[Chunk] = []
         seen: set[str] = set()
         dropped = 0
@@ -168,11 +168,11 @@ def _sentences(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out if text[a:b].strip()]
 
 
-def _recursive(text: str, spans: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[int, int]]:
-    """Pack whole sentences up to `size` tokens; a sentence longer than that falls back to windows."""
+def _recursive(text: str, spans: list[tuple[int, int]], starts: list[int], size: int, overlap: int) -> list[tuple[int, int]]:
+    """Pack whole sentences up to `size` tokens; a sentence longer than that falls back to windows.
+    `starts`: the spans' start offsets."""
     if not spans:
         return []
-    starts = [s for s, _ in spans]
 
     def ntok(a: int, b: int) -> int:
         return bisect.bisect_left(starts, b) - bisect.bisect_left(starts, a)
