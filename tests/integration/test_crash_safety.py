@@ -250,36 +250,24 @@ def cli(prefect_server, tmp_path):
     return start
 
 
-PER_FILE = 800  # validation no longer imports GE: the work itself must outlast start-up jitter
+PER_FILE = 800
 
 
-def test_ingests_started_together_one_runs_the_others_are_refused_or_wait(cli, tmp_path):
-    """Two CLI processes started together on one new workspace, and a third with --wait just
-    after. Exactly one applies the feed; a loser without --wait exits 1 with one 'being ingested'
-    paragraph; the waiter finishes after the winner (applying nothing if it lost)."""
+def _concurrency_feed(tmp_path: Path) -> tuple[Path, Path, Path]:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(CONFIG)
     rng = random.Random(SEED)
     feed = tmp_path / "feed"
-    for k in range(5):  # several seconds of work: far longer than the processes' start-up jitter
+    for k in range(5):
         write_jsonl(feed / f"{k:06d}.jsonl", [_doc(rng, 1000 * k + i, "v1") for i in range(PER_FILE)])
-    ws = tmp_path / "ws"
-    args = ["ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg)]
-    procs = [cli(*args), cli(*args)]
-    time.sleep(2.0)  # the waiter comes a little later, so it usually finds the winner at work
-    procs.append(cli(*args, "--wait", "120"))
-    outs = [(p.wait(300), *p.communicate()) for p in procs]
-    for rc, out, err in outs:
-        assert "Traceback" not in out + err
-    applied = [int(out.split("applied ")[1].split(" ")[0]) if rc == 0 else None for rc, out, _ in outs]
-    assert sorted(a for a in applied if a) == [5], outs  # one process applied every file
-    refused = [err for rc, _, err in outs[:2] if rc != 0]
-    assert len(refused) >= 1, outs  # the two without --wait overlapped: at most one of them won
-    for err in refused:
-        lines = [l for l in err.splitlines() if l.startswith("error:")]
-        assert len(lines) == 1 and "LedgerBusy" in lines[0] and "is being ingested by" in lines[0], err
-    assert outs[2][0] == 0, outs[2]  # the waiter never fails; it applied 5 files or none
-    print(f"\nconcurrency: files applied per process {applied} (None = refused; the last one had --wait)")
+    return cfg, feed, tmp_path / "ws"
+
+
+def _applied(out: str) -> int:
+    return int(out.split("applied ")[1].split(" ")[0])
+
+
+def _check_applied_once(ws: Path, cfg: Path) -> None:
     led = Ledger.for_workspace(ws)
     try:
         assert len(led.applied_files("feed")) == 5
@@ -292,3 +280,57 @@ def test_ingests_started_together_one_runs_the_others_are_refused_or_wait(cli, t
         assert_store_matches_ledger(ctx)
     finally:
         ctx.close()
+
+
+def test_ingest_while_the_index_is_held_is_refused_or_waits(cli, tmp_path):
+    """The index lock is held (as a running ingest holds it): an ingest without --wait exits 1 with
+    one 'being ingested by <holder>' line and writes nothing; one with --wait stays until the
+    holder lets go, then applies the whole feed."""
+    cfg, feed, ws = _concurrency_feed(tmp_path)
+    ctx = open_index(ws, load_settings(cfg))
+    name = ctx.collection
+    ctx.close()
+    led = Ledger.for_workspace(ws)
+    owner = led.acquire_lock(name)
+    try:
+        args = ["ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg)]
+        refused = cli(*args)
+        waiter = cli(*args, "--wait", "120")
+        rc, out, err = refused.wait(120), *refused.communicate()
+        assert rc == 1 and "Traceback" not in out + err, (rc, out, err)
+        lines = [l for l in err.splitlines() if l.startswith("error:")]
+        assert len(lines) == 1 and "LedgerBusy" in lines[0] and f"is being ingested by {owner}" in lines[0], err
+        assert led.applied_files("feed") == {}  # the refused one wrote nothing
+        time.sleep(3.0)
+        assert waiter.poll() is None, waiter.communicate()  # still waiting for the holder
+    finally:
+        led.release_lock(name, owner)
+        led.close()
+    rc, out, err = waiter.wait(300), *waiter.communicate()
+    assert rc == 0 and "Traceback" not in out + err, (rc, out, err)
+    assert _applied(out) == 5, out
+    _check_applied_once(ws, cfg)
+
+
+def test_ingests_started_together_never_interleave(cli, tmp_path):
+    """Two CLI processes started together on one new workspace, and a third with --wait just
+    after. Whoever gets the lock first applies the feed; the others are refused (exit 1, one
+    'being ingested' line) or, finding it applied, apply nothing; the waiter never fails."""
+    cfg, feed, ws = _concurrency_feed(tmp_path)
+    args = ["ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg)]
+    procs = [cli(*args), cli(*args)]
+    time.sleep(2.0)  # the waiter comes a little later, so it usually finds the winner at work
+    procs.append(cli(*args, "--wait", "120"))
+    outs = [(p.wait(300), *p.communicate()) for p in procs]
+    for rc, out, err in outs:
+        assert "Traceback" not in out + err
+    applied = [_applied(out) if rc == 0 else None for rc, out, _ in outs]
+    assert sorted(a for a in applied if a) == [5], outs  # one process applied every file
+    assert all(a in (0, 5) for a in applied if a is not None), outs
+    for rc, _, err in outs[:2]:
+        if rc != 0:
+            lines = [l for l in err.splitlines() if l.startswith("error:")]
+            assert rc == 1 and len(lines) == 1 and "LedgerBusy" in lines[0] and "is being ingested by" in lines[0], err
+    assert outs[2][0] == 0, outs[2]  # the waiter never fails; it applied 5 files or none
+    print(f"\nconcurrency: files applied per process {applied} (None = refused; the last one had --wait)")
+    _check_applied_once(ws, cfg)
