@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from indexops.embedders import Tokenizer
 from indexops.ids import chunk_hash, chunk_id, normalize_text, sha256_hex
 from indexops.models import Chunk
@@ -46,6 +48,10 @@ class Chunker:
             tokenizer_id,
         )[:16]
         self._ahead: dict[str, tuple[str, str, dict[str, Any], ChunkResult]] = {}
+        # which vocabulary ids continue a word, where the tokenizer also hands out ids (the model's
+        # WordPiece): chunks then carry their embed text's token ids and the encoder skips tokenizing
+        self._continues: np.ndarray | None = getattr(tokenizer, "continues", None)
+        self._no_ids = np.zeros(0, dtype=getattr(tokenizer, "id_dtype", "<u4"))
 
     def chunk_ahead(self, docs: list[tuple[str, str, str, dict[str, Any]]]) -> list[ChunkResult]:
         """Chunk documents a later batch will probably ask for, and keep the results until then
@@ -79,15 +85,18 @@ class Chunker:
         prefix = ""
         budget = self.max_tokens
         title_tokens = 0
+        title_ids: np.ndarray | None = self._no_ids  # no title: nothing before the text's ids
         room = self.max_tokens - MIN_BUDGET - 1  # the title may use what the text does not need
+        with_ids = self._continues is not None
         if self.settings.include_title and title.strip() and room > 0:
-            tspans = self.tok.spans(title)
+            tspans, tids = self.tok.spans_ids(title) if with_ids else (self.tok.spans(title), None)  # type: ignore[attr-defined]
             shown = title if len(tspans) <= room else title[: tspans[room - 1][1]]
             prefix = f"{shown}\n"
             title_tokens = min(len(tspans), room)
             budget = self.max_tokens - title_tokens - 1
+            title_ids = self._word_aligned(tids, 0, title_tokens)
         overlap = min(self.settings.overlap_tokens, budget // 2)
-        spans = self.tok.spans(text)
+        spans, ids = self.tok.spans_ids(text) if with_ids else (self.tok.spans(text), None)  # type: ignore[attr-defined]
         starts = [s for s, _ in spans]  # token start offsets: sentence sizes and each chunk's count
         if self.settings.strategy == "token_window":
             ranges = _token_windows(spans, budget, overlap)
@@ -109,6 +118,9 @@ class Chunker:
                     continue
                 seen.add(norm)
             th = sha256_hex(piece)
+            i, j = bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)
+            whole = (i == 0 or spans[i - 1][1] <= a) and (j == i or spans[j - 1][1] <= b)  # no token cut at either end
+            piece_ids = self._word_aligned(ids, i, j) if whole else None
             chunks.append(
                 Chunk(
                     chunk_id=chunk_id(doc_id, position, th, self.version),
@@ -119,10 +131,21 @@ class Chunker:
                     chunk_hash=chunk_hash(piece, title, metadata),
                     title=title,
                     metadata=metadata,
-                    tokens=title_tokens + bisect.bisect_left(starts, b) - bisect.bisect_left(starts, a),
+                    tokens=title_tokens + j - i,
+                    token_ids=None if title_ids is None or piece_ids is None else title_ids.tobytes() + piece_ids.tobytes(),
                 )
             )
         return ChunkResult(chunks, dropped)
+
+    def _word_aligned(self, ids: np.ndarray | None, i: int, j: int) -> np.ndarray | None:
+        """ids[i:j] when that run starts and ends at word boundaries (then it is exactly the
+        tokenizer's output for the same slice of the text), else None."""
+        if ids is None or self._continues is None:
+            return None
+        cont = self._continues
+        if i < j and (ids[i] >= len(cont) or cont[ids[i]]) or j < len(ids) and (ids[j] >= len(cont) or cont[ids[j]]):
+            return None
+        return ids[i:j]
 
 
     def _whole(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:

@@ -63,10 +63,10 @@ class _Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "indexops.embed_pool", repr((spec, threads))],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], ids: list[bytes] | None = None) -> np.ndarray:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
-            _send(self.proc.stdin, texts)
+            _send(self.proc.stdin, (texts, ids))
             status, payload = _recv(self.proc.stdout)
         except (EOFError, BrokenPipeError, OSError) as exc:
             code = self.proc.poll()
@@ -86,12 +86,14 @@ class _Worker:
 
 
 class _Slice:
-    """Texts one worker encodes in one request, and the reply once it came (vectors or the error)."""
+    """Texts one worker encodes in one request (with their token ids when every one has them), and
+    the reply once it came (vectors or the error)."""
 
-    __slots__ = ("texts", "job", "done", "result")
+    __slots__ = ("texts", "ids", "job", "done", "result")
 
-    def __init__(self, texts: list[str], job: int) -> None:
+    def __init__(self, texts: list[str], job: int, ids: list[bytes] | None = None) -> None:
         self.texts = texts
+        self.ids = ids
         self.job = job
         self.done = threading.Event()
         self.result: np.ndarray | BaseException | None = None
@@ -134,7 +136,7 @@ class _Dispatcher:
                     return
                 s = self.queue.popleft()
             try:
-                s.result = w.encode(s.texts)
+                s.result = w.encode(s.texts, s.ids)
             except BaseException as exc:  # a dead worker breaks the pool: every waiter hears it
                 s.result = exc
                 self._fail(exc)
@@ -179,7 +181,9 @@ class PooledEmbedder:
     ingest) behind what is queued; `embed` takes what is in flight or done and queues the rest
     first. Texts prefetched but never asked for are dropped, unencoded if no worker started them.
     Both take optional `lengths` (tokens per text, e.g. counted by the chunker): slices are then cut
-    from texts sorted by tokens rather than characters, which pads ~5% less on SciFact chunks.
+    from texts sorted by tokens rather than characters, which pads ~5% less on SciFact chunks; and
+    optional `ids` (each text's token ids, `Chunk.token_ids`): a slice whose texts all have them is
+    encoded from them, where the worker's embedder can (`embed_token_ids`), without tokenizing again.
 
     Args:
         local: the in-process embedder (dim, fingerprint, tokenizer, small inputs).
@@ -237,10 +241,12 @@ class PooledEmbedder:
         if self._flight and _POOLS.get(self._key()) is not self._flight_pool:
             self._flight.clear()
 
-    def _queue(self, texts: Sequence[str], urgent: bool, lengths: Sequence[int | None] | None = None) -> int:
+    def _queue(self, texts: Sequence[str], urgent: bool, lengths: Sequence[int | None] | None = None,
+               ids: Sequence[bytes | None] | None = None) -> int:
         """Queue the texts not in flight yet as one job (length-sorted slices); returns the job."""
         new = [t for t in dict.fromkeys(texts) if t not in self._flight]
         tokens = dict(zip(texts, lengths)) if lengths is not None else {}
+        token_ids = dict(zip(texts, ids)) if ids is not None else {}
         if new and all(tokens.get(t) is not None for t in new):
             new.sort(key=tokens.__getitem__)
         else:
@@ -251,32 +257,35 @@ class PooledEmbedder:
         pool = self._pool()  # first: a new pool forgets what the old one had in flight
         self._flight_pool = pool
         step = min(self.slice_size, -(-len(new) // self.workers))  # every worker gets a share of a small input
-        slices = [_Slice(new[s : s + step], self._job) for s in range(0, len(new), step)]
+        slices = [_Slice(part, self._job, _all_or_none([token_ids.get(t) for t in part]))
+                  for part in (new[s : s + step] for s in range(0, len(new), step))]
         for sl in slices:
             for i, t in enumerate(sl.texts):
                 self._flight[t] = (sl, i)
         pool.put(slices, urgent)
         return self._job
 
-    def prefetch(self, texts: Sequence[str], lengths: Sequence[int | None] | None = None) -> None:
+    def prefetch(self, texts: Sequence[str], lengths: Sequence[int | None] | None = None,
+                 ids: Sequence[bytes | None] | None = None) -> None:
         """Queue texts for a later `embed` call; small inputs start no workers."""
         self._forget_stopped()
         if self.workers < 2 or (len(texts) < self.min_texts and self._key() not in _POOLS):
             return
         try:
-            self._queue(texts, urgent=False, lengths=lengths)
+            self._queue(texts, urgent=False, lengths=lengths, ids=ids)
         except BaseException:
             self._drop_pool()
             raise
 
-    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None, lengths: Sequence[int | None] | None = None) -> np.ndarray:
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None, lengths: Sequence[int | None] | None = None,
+              ids: Sequence[bytes | None] | None = None) -> np.ndarray:
         self._forget_stopped()
         n = len(texts)
         threshold = min(self.min_texts, 32) if self._key() in _POOLS else self.min_texts
         if self.workers < 2 or (n < threshold and not any(t in self._flight for t in texts)):
             return self.local.embed(texts, progress)
         try:
-            own = self._queue(texts, urgent=True, lengths=lengths)  # what nobody prefetched goes before the prefetched rest
+            own = self._queue(texts, urgent=True, lengths=lengths, ids=ids)  # what nobody prefetched goes before the prefetched rest
             slots = [self._flight[t] for t in texts]
             wanted: dict[int, int] = {}  # slice -> how many of this call's texts it holds
             for sl, _ in slots:
@@ -307,8 +316,13 @@ class PooledEmbedder:
         return out
 
 
+def _all_or_none(ids: list[bytes | None]) -> list[bytes] | None:
+    return None if any(x is None for x in ids) else ids  # type: ignore[return-value]
+
+
 def _serve(spec: dict[str, Any], threads: int) -> None:
-    """Worker loop: read a list of texts, answer ("ok", vectors) or ("error", message), until EOF."""
+    """Worker loop: read (texts, token ids or None), answer ("ok", vectors) or ("error", message),
+    until EOF. The ids are used where the embedder frames them as its tokenizer would."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the reply stream
     inp = sys.stdin.buffer
@@ -322,14 +336,18 @@ def _serve(spec: dict[str, Any], threads: int) -> None:
         emb, failure = None, f"{type(exc).__name__}: {exc}"  # type: ignore[assignment]
     while True:
         try:
-            texts = _recv(inp)
+            texts, ids = _recv(inp)
         except EOFError:
             return
         if emb is None:
             _send(out, ("error", failure))
             continue
         try:
-            _send(out, ("ok", emb.embed(texts)))
+            template = getattr(emb, "token_ids_template", None)
+            if ids is not None and template is not None and template() is not None:
+                _send(out, ("ok", emb.embed_token_ids(ids)))  # type: ignore[attr-defined]
+            else:
+                _send(out, ("ok", emb.embed(texts)))
         except Exception as exc:
             _send(out, ("error", f"{type(exc).__name__}: {exc}"))
 

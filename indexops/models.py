@@ -155,6 +155,10 @@ class Chunk(BaseModel):
     title: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
     tokens: int | None = None  # embed text length in the model's tokens where the chunker counted them (sorts encoder slices)
+    # the embed text's token ids (little-endian uint16, or uint32 for vocabularies over 65,536; no
+    # special tokens) where the chunker could cut them exactly from the document's: the encoder
+    # then does not tokenize the text again
+    token_ids: bytes | None = Field(default=None, repr=False)
 
 
 class BatchCounts(BaseModel):

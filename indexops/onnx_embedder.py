@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from indexops.embedders import ProgressFn, SentenceTransformerEmbedder, Tokenizer, cpu_cores, resolve_model_path
+from indexops.embedders import ProgressFn, SentenceTransformerEmbedder, Tokenizer, cpu_cores, resolve_model_path, token_id_dtype
 
 OnnxBackend = Literal["onnx", "onnx-int8"]
 
@@ -150,6 +150,7 @@ class OnnxEmbedder:
         self._fingerprint: str | None = None
         self._session: Any = None
         self._tok: Any = None
+        self._template: tuple[list[int], list[int], int] | None | bool = False  # False: not looked at yet
 
     def _source_dir(self) -> Path:
         if self._dir is None:
@@ -256,15 +257,48 @@ class OnnxEmbedder:
         return vecs.astype(np.float32, copy=False)
 
     def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
-        n = len(texts)
+        tok = self._encoder_tokenizer()
+        return self._embed_blocks(len(texts), lambda a, b: tok.encode_batch(list(texts[a:b])), progress)
+
+    def token_ids_template(self) -> tuple[list[int], list[int], int] | None:
+        """The ids the tokenizer puts before and after a single text and how many of the text's own
+        ids it keeps: None unless it makes exactly prefix + ids + suffix with type ids 0 and cuts
+        the text's ids from the right (then `embed_token_ids` is not offered)."""
+        if self._template is False:
+            tok = self._encoder_tokenizer()
+            probe = "hello world, again"
+            full, plain = tok.encode(probe), tok.encode(probe, add_special_tokens=False).ids
+            trunc = tok.truncation or {}
+            at = next((p for p in range(len(full.ids) - len(plain) + 1) if full.ids[p : p + len(plain)] == plain), None)
+            if at is None or any(full.type_ids) or trunc.get("direction", "right") != "right" or "max_length" not in trunc:
+                self._template = None
+            else:
+                head, tail = list(full.ids[:at]), list(full.ids[at + len(plain) :])
+                self._template = (head, tail, int(trunc["max_length"]) - len(head) - len(tail))
+        return self._template
+
+    def embed_token_ids(self, ids: Sequence[bytes], progress: ProgressFn | None = None) -> np.ndarray:
+        """Vectors of texts given as their token ids (as `Chunk.token_ids`: `token_id_dtype` bytes,
+        without special tokens): the same vectors `embed` gives for the texts, without tokenizing."""
+        template = self.token_ids_template()
+        if template is None:
+            raise ValueError("this model's tokenizer does not frame a text as prefix + ids + suffix")
+        head, tail, keep = template
+        dtype = token_id_dtype(self._encoder_tokenizer())
+
+        def encodings(a: int, b: int) -> list[_Ids]:
+            return [_Ids(head + np.frombuffer(x, dtype=dtype)[:keep].tolist() + tail) for x in ids[a:b]]
+
+        return self._embed_blocks(len(ids), encodings, progress)
+
+    def _embed_blocks(self, n: int, encodings: Callable[[int, int], Sequence[Any]], progress: ProgressFn | None) -> np.ndarray:
         out = np.zeros((n, self.dim), dtype=np.float32)
         if n == 0:
             return out
-        tok = self._encoder_tokenizer()
         self._load()
         block = max(self.batch_size * 16, 1024)  # bounded memory; sorting inside a block pads nearly as little
         for start in range(0, n, block):
-            encs = tok.encode_batch(list(texts[start : start + block]))
+            encs = encodings(start, start + block)
             order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
             for b in range(0, len(order), self.batch_size):
                 idx = order[b : b + self.batch_size]
@@ -272,3 +306,13 @@ class OnnxEmbedder:
             if progress:
                 progress(min(start + block, n), n)
         return out
+
+
+class _Ids:
+    """A tokenized single text as `_run` reads it (ids with special tokens, type ids all 0)."""
+
+    __slots__ = ("ids", "type_ids")
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.type_ids = [0] * len(ids)

@@ -534,6 +534,12 @@ def token_lengths(chunks: Sequence[Chunk]) -> list[int | None]:
     return list({c.embed_text: c.tokens for c in chunks}.values())
 
 
+def token_ids(chunks: Sequence[Chunk]) -> list[bytes | None]:
+    """The chunker's token ids of each distinct embed text (None where it had none), in
+    `distinct_embed_texts` order: an encoder pool's workers then need not tokenize them."""
+    return list({c.embed_text: c.token_ids for c in chunks}.values())
+
+
 Vectors = dict[str, np.ndarray]
 
 
@@ -551,7 +557,7 @@ def queue_embedding(ctx: IndexContext, chunks: Sequence[Chunk]) -> None:
     """Hand the encoder workers this batch's texts now, so whatever the caller does before it
     asks for the vectors (reading the next unit) runs while they encode."""
     if ctx.pool is not None and chunks:
-        ctx.pool.prefetch(distinct_embed_texts(chunks), lengths=token_lengths(chunks))
+        ctx.pool.prefetch(distinct_embed_texts(chunks), lengths=token_lengths(chunks), ids=token_ids(chunks))
 
 
 def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
@@ -575,7 +581,7 @@ def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
                for row in rows}
     chunks = [c for res in ctx.chunker.chunk_ahead(docs) for c in res.chunks if (c.chunk_id, embed_hash(c)) not in indexed]
     texts = distinct_embed_texts(chunks)
-    ctx.pool.prefetch(texts, lengths=token_lengths(chunks))
+    ctx.pool.prefetch(texts, lengths=token_lengths(chunks), ids=token_ids(chunks))
     return len(texts)
 
 
@@ -585,7 +591,7 @@ def embed_chunks(ctx: IndexContext, chunks: Sequence[Chunk], progress: ProgressF
         return {}
     texts = distinct_embed_texts(chunks)
     if ctx.pool is not None:
-        return vectors_by_chunk(chunks, texts, ctx.pool.embed(texts, progress=progress, lengths=token_lengths(chunks)))
+        return vectors_by_chunk(chunks, texts, ctx.pool.embed(texts, progress=progress, lengths=token_lengths(chunks), ids=token_ids(chunks)))
     return vectors_by_chunk(chunks, texts, ctx.embedder.embed(texts, progress=progress))
 
 

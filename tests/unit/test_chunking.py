@@ -199,3 +199,37 @@ def test_document_strategy_makes_one_chunk_of_the_whole_text():
     assert c.chunk("d2", "t", "   ", {}).chunks == []
     assert _chunker("document", include_title=False).chunk("d", "T", "x y", {}).chunks[0].embed_text == "x y"
     assert c.version != _chunker("recursive", max_tokens=10, include_title=True).version
+
+
+def test_chunks_carry_the_model_token_ids_of_their_embed_text_or_none():
+    """Where a chunk starts and ends at word boundaries its `token_ids` are cut from the document's
+    tokenization and must equal the tokenizer's own ids for the embed text (what the encoder would
+    make of it); a window cut inside a word, or a title cut inside one, carries none."""
+    import numpy as np
+
+    from indexops.embedders import make_embedder
+
+    emb = make_embedder("all-MiniLM-L6-v2", backend="onnx-int8")
+    tok = emb.tokenizer()
+    ch = Chunker(ChunkingSettings(strategy="recursive", max_tokens=24, overlap_tokens=6), tok, "t")
+    long_word = "Pneumonoultramicroscopicsilicovolcanoconiosis"  # many word pieces: windows cut inside it
+    docs = [
+        ("a", "Ünïcödé (title)!", (WORDS20 + ". ") * 3 + "Crème brûlée; naïve café. 漢字テスト ok. ✓ done."),
+        ("b", "", "Tabs\tand\u00a0odd\u200bspaces.\n\nA new paragraph: don't split 3'-UTR, e.g. BRCA1/2. " * 3),
+        ("c", "A very long title " * 20, "Short text."),  # cut at a word boundary: still exact
+        ("e", "Pneumonoultramicroscopicsilicovolcanoconiosis " * 9, "Short text."),  # title cut inside a word
+        ("d", "T", " ".join([long_word] * 6)),
+    ]
+    with_ids = without = 0
+    for did, title, text in docs:
+        for c in ch.chunk(did, title, text, {}).chunks:
+            if c.token_ids is None:
+                without += 1
+                continue
+            with_ids += 1
+            got = np.frombuffer(c.token_ids, dtype=tok.id_dtype).tolist()
+            assert got == tok._tok.encode(c.embed_text, add_special_tokens=False).ids, (did, c.embed_text)
+            assert len(got) == c.tokens
+    assert with_ids >= 8 and without >= 1  # ordinary text has ids; the word cut by windows has none
+    assert tok.id_dtype == "<u2"  # 30,522 ids: two bytes each
+    assert all(c.token_ids is None for c in _chunker().chunk("d", "", WORDS20, {}).chunks)  # word tokenizer: no ids

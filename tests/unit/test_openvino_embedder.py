@@ -76,3 +76,25 @@ def test_unknown_precision_is_refused():
 
     with pytest.raises(ValueError, match="bf16 or f32"):
         OpenVinoEmbedder(MODEL, precision="int4")
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino-bf16"])
+def test_token_ids_give_the_vectors_of_the_texts_in_process_and_in_encoder_processes(cache, backend):
+    """`embed_token_ids` (a text's ids without special tokens, as the chunker hands them on) frames
+    and truncates them as the tokenizer does: the same vectors as `embed`, bit for bit, including a
+    text longer than the model window. Encoder processes use the ids when given: handed another
+    text's ids, a slot gets that text's vector."""
+    local = make_embedder(MODEL, backend=backend)
+    tok = local.tokenizer()
+    ids = [tok.spans_ids(t)[1].tobytes() for t in TEXTS]
+    assert np.array_equal(local.embed_token_ids(ids), local.embed(TEXTS))
+    spec = {"model": MODEL, "dim": 384, "batch_size": None, "device": "cpu", "normalize": True, "backend": backend}
+    pool = PooledEmbedder(local, spec, workers=2, min_texts=8, slice_size=16, cores=2)
+    try:
+        swapped = pool.embed(TEXTS, ids=ids[::-1])
+        plain = pool.embed(TEXTS)
+    finally:
+        shutdown_pools()
+    want = local.embed(TEXTS[::-1])
+    assert ((swapped * want).sum(axis=1)).min() > 0.9999
+    assert ((plain * local.embed(TEXTS)).sum(axis=1)).min() > 0.9999
