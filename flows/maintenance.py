@@ -1,4 +1,5 @@
-"""Keep the index honest: reconcile the store with the ledger (repairing drift), then optimize."""
+"""Keep the index honest: reconcile the store with the ledger (repairing drift), then optimize the
+store and prune the near-duplicate index."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from prefect import flow
 from indexops.pipeline import open_collection, open_index
 from indexops.reconcile import raise_if_drifted
 from indexops.settings import load_settings
-from tasks.maintenance import optimize_store, publish_reconcile_report, reconcile_index
+from tasks.maintenance import optimize_store, prune_lsh, publish_reconcile_report, reconcile_index
 
 
-@flow(name="maintenance", description="Reconcile every point of the index with the ledger, repair drift, optimize the store; fail when drift remains.")
+@flow(name="maintenance", description="Reconcile every point of the index with the ledger, repair drift, optimize the store, prune the near-duplicate index; fail when drift remains.")
 def maintenance(
     workspace: str,
     config_path: str | None = None,
     collection: str | None = None,
     repair: bool = True,
     optimize: bool = True,
+    prune_dedupe_index: bool = True,
     lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """Reconcile (and repair) one collection, the configured recipe's by default; returns the report."""
@@ -33,6 +35,8 @@ def maintenance(
             out = report.to_dict()
             if optimize:
                 out["optimized"] = optimize_store(ctx)
+            if prune_dedupe_index:
+                out["lsh_rows_pruned"] = prune_lsh(ctx)
             return out
         finally:
             ctx.ledger.release_lock(ctx.collection, owner)

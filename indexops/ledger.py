@@ -36,8 +36,10 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -68,6 +70,7 @@ documents = Table(
     Column("dup_kind", String(8)),  # exact | near
     Column("similarity", Float),
     Column("minhash", LargeBinary),
+    Column("bands", LargeBinary),  # the LSH band keys of an active document (8 bytes each); NULL: written before lazy band deletion
     Column("version", Integer, nullable=False, default=1),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("run_id", String(64)),
@@ -91,10 +94,16 @@ chunks = Table(
     Index("ix_chunks_point", "collection", "point_id"),  # reconcile walks chunks in point-id order
 )
 
-# LSH band key -> active document. Integer keys in a clustered (WITHOUT ROWID) table: a delta's
-# ~16 keys per document land in two B-trees, not three, of entries a third the size of the hex
-# keys this replaced (at 100k documents: 236 -> ~100 MB, the 1,000-document delta's LSH writes
-# 0.8 -> 0.3 s). Older ledgers are converted on open (_migrate_lsh_buckets).
+# LSH band key -> document, in two tiers. Integer keys in clustered (WITHOUT ROWID) tables. Band
+# keys are random, so each of a delta's ~16 rows per document lands on its own page of a large
+# table: at 1M documents that was 20,500 of the 28,400 pages (111 MB of WAL) a 1,000-document
+# delta wrote. So a commit adds rows to the small `lsh_recent` and deletes none: a document's
+# rows under bands it no longer has (or rows of a document no longer active) stay behind, and
+# `lsh_candidates` drops them by the document's current `documents.bands`. `lsh_recent` is folded
+# into `lsh_bands` in key order (one pass over the pages it touches) when it reaches 1/8 of it,
+# or at the end of a batch that wrote most of it (a bulk load). Older ledgers are converted on
+# open (_migrate_lsh_buckets); their rows predate lazy deletion, so rows of documents whose
+# `bands` is NULL (written before it) are exact.
 lsh_bands = Table(
     "lsh_bands",
     metadata,
@@ -103,6 +112,17 @@ lsh_bands = Table(
     Index("ix_lsh_bands_doc", "doc_id"),
     sqlite_with_rowid=False,
 )
+
+lsh_recent = Table(
+    "lsh_recent",
+    metadata,
+    Column("band", BigInteger, primary_key=True, autoincrement=False),
+    Column("doc_id", String(512), primary_key=True),
+    sqlite_with_rowid=False,
+)
+
+LSH_FOLD_MIN_ROWS = 1 << 18  # lsh_recent stays unfolded below this many rows (~16k documents)
+LSH_FOLD_FRACTION = 8  # ... and below 1/8 of lsh_bands, unless one batch wrote most of it
 
 cursors = Table(
     "cursors",
@@ -450,15 +470,63 @@ class Ledger:
         return out
 
     def lsh_candidates(self, buckets: Iterable[int]) -> dict[int, set[str]]:
-        """band key -> ids of active documents in it (an indexed lookup per batch, never a scan)."""
+        """band key -> ids of active documents that have it now (indexed lookups per batch, never a
+        scan): rows a document left behind under older bands, or once it was no longer active,
+        are dropped here by its current `bands`."""
         bs = sorted(set(buckets))
-        out: dict[int, set[str]] = {}
+        pairs: set[tuple[int, str]] = set()
+        current: dict[str, frozenset[int] | None] = {}
         with self.engine.connect() as c:
             for part in _chunks_of(bs):
-                q = select(lsh_bands.c.band, lsh_bands.c.doc_id).where(lsh_bands.c.band.in_(part))
-                for b, d in c.execute(q):
-                    out.setdefault(b, set()).add(d)
+                for t in (lsh_bands, lsh_recent):
+                    pairs.update((b, d) for b, d in c.execute(select(t.c.band, t.c.doc_id).where(t.c.band.in_(part))))
+            for part in _chunks_of(sorted({d for _, d in pairs})):
+                q = select(documents.c.doc_id, documents.c.bands).where(documents.c.doc_id.in_(part), documents.c.status == "active")
+                current.update((d, None if bands is None else frozenset(unpack_bands(bands))) for d, bands in c.execute(q))
+        out: dict[int, set[str]] = {}
+        for b, d in pairs:
+            if d in current and (current[d] is None or b in current[d]):  # type: ignore[operator]
+                out.setdefault(b, set()).add(d)
         return out
+
+    def lsh_rows(self) -> dict[str, int]:
+        """Rows in each LSH tier, stale ones included (what `fold_lsh` and a rebuild weigh)."""
+        with self.engine.connect() as c:
+            return {t.name: int(c.execute(select(func.count()).select_from(t)).scalar_one()) for t in (lsh_bands, lsh_recent)}
+
+    def prune_lsh(self, page: int = 50_000) -> int:
+        """Fold `lsh_recent`, then delete the `lsh_bands` rows `lsh_candidates` would drop (rows
+        documents left behind when they changed or left), walking the table in key order a page
+        at a time; returns the rows deleted from either. O(index): for maintenance, never for an ingest."""
+        with self.engine.connect() as c:
+            recent = int(c.execute(select(func.count()).select_from(lsh_recent)).scalar_one())
+        removed, last = recent - self.fold_lsh(), None  # the fold leaves out rows of documents that left, and repeats
+        while True:
+            with self.engine.begin() as c:
+                q = select(lsh_bands.c.band, lsh_bands.c.doc_id).order_by(lsh_bands.c.band, lsh_bands.c.doc_id).limit(page)
+                if last is not None:
+                    q = q.where(tuple_(lsh_bands.c.band, lsh_bands.c.doc_id) > tuple_(literal(last[0], BigInteger), literal(last[1])))
+                rows = [(int(b), d) for b, d in c.execute(q)]
+                if not rows:
+                    break
+                last = rows[-1]
+                current: dict[str, frozenset[int] | None] = {}
+                for part in _chunks_of(sorted({d for _, d in rows})):
+                    sel = select(documents.c.doc_id, documents.c.bands).where(documents.c.doc_id.in_(part), documents.c.status == "active")
+                    current.update((d, None if bands is None else frozenset(unpack_bands(bands))) for d, bands in c.execute(sel))
+                stale = [(b, d) for b, d in rows if d not in current or (current[d] is not None and b not in current[d])]  # type: ignore[operator]
+                for part in _chunks_of(stale):
+                    c.execute(delete(lsh_bands).where(tuple_(lsh_bands.c.band, lsh_bands.c.doc_id).in_(part)))
+                if stale:
+                    _set_counter(c, "lsh_bands_rows", max(0, (_counter(c, "lsh_bands_rows") or 0) - len(stale)))
+                removed += len(stale)
+        return removed
+
+    def fold_lsh(self) -> int:
+        """Move `lsh_recent` into `lsh_bands` now, in key order, leaving out rows of documents no
+        longer active; returns the rows moved. Ingest does this on its own (see `lsh_recent`)."""
+        with self.engine.begin() as c:
+            return _fold_lsh(c)
 
     def duplicates_of(self, doc_ids: Iterable[str]) -> list[DocRow]:
         ids = sorted(set(doc_ids))
@@ -690,10 +758,9 @@ class Ledger:
                     raise RuntimeError(f"batch file {name!r} of feed {b.feed!r} was already applied")
             ids = [d.doc_id for d in b.docs]
             replaced: Counter[str] = Counter()
-            for part in _chunks_of(ids):
+            for part in _chunks_of(ids):  # their LSH rows stay: lsh_candidates drops those they no longer have
                 replaced.update(st for (st,) in c.execute(select(documents.c.status).where(documents.c.doc_id.in_(part))))
                 c.execute(delete(documents).where(documents.c.doc_id.in_(part)))
-                c.execute(delete(lsh_bands).where(lsh_bands.c.doc_id.in_(part)))
             _add_doc_counts(c, Counter(d.status for d in b.docs), replaced)
             if b.docs:
                 c.execute(
@@ -713,6 +780,7 @@ class Ledger:
                             "dup_kind": d.dup_kind,
                             "similarity": d.similarity,
                             "minhash": d.minhash,
+                            "bands": pack_bands(d.buckets) if d.status == "active" else None,
                             "version": d.version,
                             "changed_at": now,
                             "run_id": b.run_id,
@@ -722,7 +790,8 @@ class Ledger:
                 )
                 band_rows = [{"band": k, "doc_id": d.doc_id} for d in b.docs if d.status == "active" for k in d.buckets]
                 if band_rows:
-                    c.execute(insert(lsh_bands), band_rows)
+                    c.execute(_insert_ignoring_existing(c, lsh_recent), band_rows)
+                    _after_lsh_insert(c, len(band_rows))
             if b.docs:
                 self._write_history(c, b.docs)
             for did, ts in b.touched_updated_at.items():
@@ -930,6 +999,65 @@ class Ledger:
             c.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
 
 
+def pack_bands(keys: Sequence[int]) -> bytes:
+    """Band keys as stored in `documents.bands` (63-bit, 8 bytes each)."""
+    return b"".join(k.to_bytes(8, "little") for k in keys)
+
+
+def unpack_bands(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)]
+
+
+def _insert_ignoring_existing(c: Connection, table: Table) -> Any:
+    """INSERT that skips rows whose key is there already (SQLite and Postgres)."""
+    if c.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _counter(c: Connection, name: str) -> int | None:
+    row = c.execute(select(counters.c.value).where(counters.c.name == name)).first()
+    return None if row is None else int(row.value)
+
+
+def _set_counter(c: Connection, name: str, value: int) -> None:
+    if c.execute(update(counters).where(counters.c.name == name).values(value=value)).rowcount == 0:
+        c.execute(insert(counters).values(name=name, value=value))
+
+
+def _after_lsh_insert(c: Connection, written: int) -> None:
+    """Count what a batch wrote to `lsh_recent` (an upper bound: re-inserted rows are skipped)
+    and fold it into `lsh_bands` once it is 1/8 of it, or this batch wrote most of it."""
+    recent = (_counter(c, "lsh_recent_rows") or 0) + written
+    main = _counter(c, "lsh_bands_rows") or 0  # set on open (_init_lsh_counts)
+    if recent >= LSH_FOLD_MIN_ROWS and (recent * LSH_FOLD_FRACTION >= main or written * 2 >= recent):
+        _fold_lsh(c)
+    else:
+        _set_counter(c, "lsh_recent_rows", recent)
+
+
+def _fold_lsh(c: Connection) -> int:
+    """`lsh_recent` into `lsh_bands` in key order (each page of the large table written once),
+    without rows of documents that are no longer active; then empty it."""
+    q = (
+        select(lsh_recent.c.band, lsh_recent.c.doc_id)
+        .join(documents, documents.c.doc_id == lsh_recent.c.doc_id)
+        .where(documents.c.status == "active")
+        .order_by(lsh_recent.c.band, lsh_recent.c.doc_id)
+    )
+    stmt = _insert_ignoring_existing(c, lsh_bands).from_select(["band", "doc_id"], q)
+    if c.dialect.name == "postgresql":  # its driver reports no row count for INSERT ... SELECT ... ON CONFLICT
+        moved = int(c.execute(select(func.count()).select_from(stmt.returning(lsh_bands.c.band).cte("moved"))).scalar_one())
+    else:
+        moved = c.execute(stmt).rowcount
+    c.execute(delete(lsh_recent))
+    _set_counter(c, "lsh_bands_rows", (_counter(c, "lsh_bands_rows") or 0) + moved)
+    _set_counter(c, "lsh_recent_rows", 0)
+    return moved
+
+
 def _create_schema(engine: Engine) -> None:
     """Create missing tables and indexes; safe when several processes open a new ledger at once."""
     for attempt in range(5):
@@ -940,7 +1068,9 @@ def _create_schema(engine: Engine) -> None:
                 c.execute(CreateIndex(next(ix for ix in chunks.indexes if ix.name == "ix_chunks_point"), if_not_exists=True))
             _migrate_lsh_buckets(engine)
             _init_doc_counts(engine)
+            _init_lsh_counts(engine)
             _add_missing_columns(engine, applied_files)
+            _add_missing_columns(engine, documents)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as e:
             # a concurrent opener created the same table between our check and our CREATE
@@ -975,6 +1105,19 @@ def _init_doc_counts(engine: Engine) -> None:
             rows = c.execute(select(documents.c.status, func.count()).group_by(documents.c.status)).all()
             if rows:
                 c.execute(insert(doc_counts), [{"status": st, "n": n} for st, n in rows])
+    except IntegrityError:
+        pass  # another process counted them first
+
+
+def _init_lsh_counts(engine: Engine) -> None:
+    """A ledger from before the two LSH tiers has no row counts for them: count once (at 1M
+    documents a scan of ~16M keys, a second or two, on the first open by this version)."""
+    try:
+        with engine.begin() as c:
+            if _counter(c, "lsh_bands_rows") is not None:
+                return
+            for t, name in ((lsh_bands, "lsh_bands_rows"), (lsh_recent, "lsh_recent_rows")):
+                _set_counter(c, name, int(c.execute(select(func.count()).select_from(t)).scalar_one()))
     except IntegrityError:
         pass  # another process counted them first
 

@@ -1,4 +1,5 @@
-"""Maintenance stages as tasks: reconcile the store with the ledger, report, optimize the store."""
+"""Maintenance stages as tasks: reconcile the store with the ledger, report, optimize the store,
+prune the near-duplicate index."""
 
 from __future__ import annotations
 
@@ -31,3 +32,12 @@ def optimize_store(ctx: IndexContext) -> bool:
     changed = ctx.store.optimize()
     get_run_logger().info("store %s optimized: %s", ctx.collection, "segments merged" if changed else "already optimal")
     return changed
+
+
+@task(name="prune_lsh", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
+def prune_lsh(ctx: IndexContext) -> int:
+    """Delete the near-duplicate (LSH) rows documents left behind when they changed or left: ingest
+    leaves them, so a delta writes no page of the large band table for them."""
+    n = ctx.ledger.prune_lsh()
+    get_run_logger().info("near-duplicate index: %d stale band rows deleted", n)
+    return n

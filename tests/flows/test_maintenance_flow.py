@@ -71,3 +71,30 @@ def test_maintenance_fails_clearly_when_drift_cannot_be_repaired(tmp_path):
     msg = str(state.result(raise_on_failure=False))
     assert "does not match the ledger after repair" in msg and "1 point(s) missing" in msg and lost in msg
     assert "document is deleted in the ledger" in msg
+
+
+def test_maintenance_prunes_the_band_rows_changed_documents_left_behind(tmp_path):
+    """Ingest leaves a changed or deleted document's LSH rows in place (lookups skip them);
+    maintenance deletes them: the rewritten document's old bands and the deleted one's."""
+    from indexops.dedupe import lsh_params
+    from indexops.ledger import Ledger
+
+    ws = _workspace(tmp_path)
+    write_jsonl(tmp_path / "feed" / "000002-b.jsonl", [{"id": "m1", "text": "a rewritten text about another subject entirely"},
+                                                      {"id": "m2", "op": "delete"}])
+    ingest(feed_path=str(tmp_path / "feed"), workspace=str(ws), config_path=HASHING)
+    s = load_settings(HASHING).dedupe
+    bands, _ = lsh_params(s.near_threshold, s.num_perm)
+    led = Ledger.for_workspace(ws)
+    try:
+        before = sum(led.lsh_rows().values())
+    finally:
+        led.close()
+    out = maintenance(workspace=str(ws), config_path=HASHING, optimize=False)
+    assert out["ok"] and out["lsh_rows_pruned"] == 2 * bands
+    led = Ledger.for_workspace(ws)
+    try:
+        assert led.lsh_rows() == {"lsh_bands": before - 2 * bands, "lsh_recent": 0} == {"lsh_bands": 8 * bands - bands, "lsh_recent": 0}
+    finally:
+        led.close()
+    assert maintenance(workspace=str(ws), config_path=HASHING, optimize=False)["lsh_rows_pruned"] == 0

@@ -78,6 +78,41 @@ def test_replacing_a_document_replaces_its_buckets(ledger):
     assert ledger.get_documents(["a"])["a"].version == 2
 
 
+def test_band_rows_a_document_left_behind_are_never_candidates_and_maintenance_prunes_them(ledger):
+    """A commit deletes no LSH row (a delta would write a random page of the large table for each):
+    rows under bands a document no longer has, or of a document that left, are dropped by
+    `lsh_candidates`, survive a fold only while their document is active, and `prune_lsh` deletes them."""
+    _commit(ledger, [_doc("a", buckets=[11, 12]), _doc("b", buckets=[12, 13]), _doc("c", buckets=[14])])
+    _commit(ledger, [_doc("a", buckets=[12, 15], version=2), _doc("c", status="deleted", text=None, th=None, version=2)])
+    want = {12: {"a", "b"}, 13: {"b"}, 15: {"a"}}
+    assert ledger.lsh_candidates([11, 12, 13, 14, 15]) == want
+    assert ledger.lsh_rows() == {"lsh_bands": 0, "lsh_recent": 6}  # 5 rows, then a's new 15; none deleted
+    assert ledger.fold_lsh() == 5  # c left: its row is not carried into the large table
+    assert ledger.lsh_rows() == {"lsh_bands": 5, "lsh_recent": 0}
+    assert ledger.lsh_candidates([11, 12, 13, 14, 15]) == want
+    _commit(ledger, [_doc("b", buckets=[16], version=2)])  # in the small tier now; b's old rows in the large one
+    assert ledger.prune_lsh(page=2) == 3  # a's 11, b's 12 and 13; walked two rows at a time
+    assert ledger.lsh_rows() == {"lsh_bands": 3, "lsh_recent": 0}  # a: 12, 15; b: 16 (folded first)
+    assert ledger.lsh_candidates([11, 12, 13, 14, 15, 16]) == {12: {"a"}, 15: {"a"}, 16: {"b"}}
+    assert ledger.prune_lsh() == 0
+
+
+def test_the_small_lsh_tier_folds_on_its_own(ledger, monkeypatch):
+    """Rows go to `lsh_recent`; once it holds 1/8 of `lsh_bands` (and at least the minimum), or a
+    batch wrote most of it, the commit folds it into `lsh_bands`; a re-added row is not doubled."""
+    import indexops.ledger as L
+
+    monkeypatch.setattr(L, "LSH_FOLD_MIN_ROWS", 4)
+    _commit(ledger, [_doc(f"d{i}", buckets=[100 + i]) for i in range(8)])  # a bulk batch: folds at once
+    assert ledger.lsh_rows() == {"lsh_bands": 8, "lsh_recent": 0}
+    _commit(ledger, [_doc("e0", buckets=[200])])
+    _commit(ledger, [_doc("e1", buckets=[201]), _doc("e2", buckets=[202])])  # 3 of 8: stays small
+    assert ledger.lsh_rows() == {"lsh_bands": 8, "lsh_recent": 3}
+    _commit(ledger, [_doc("d0", buckets=[100], version=2)])  # 4 rows now, over 1/8 of lsh_bands: folded
+    assert ledger.lsh_rows() == {"lsh_bands": 11, "lsh_recent": 0}  # d0's band, in both tiers, lands once
+    assert ledger.lsh_candidates([100, 200, 201, 202]) == {100: {"d0"}, 200: {"e0"}, 201: {"e1"}, 202: {"e2"}}
+
+
 def test_chunks_and_running_sum(ledger):
     c1, c2, c3 = _chunk("c1", "a", "h1"), _chunk("c2", "a", "h2"), _chunk("c3", "b", "h3")
     t = {c.chunk_id: multiset_term(c.chunk_id, c.chunk_hash) for c in (c1, c2, c3)}
@@ -239,6 +274,9 @@ def test_an_older_ledgers_hex_lsh_buckets_are_converted_on_open(ledger_url):
     Ledger(ledger_url).close()  # today's schema, then the old table beside it
     engine = create_engine(ledger_url)
     with engine.begin() as c:
+        for i in range(2):  # their documents, written before `documents.bands` (NULL: their rows are exact)
+            c.execute(text("INSERT INTO documents (doc_id, feed, status, title, metadata_json, version, changed_at) "
+                           "VALUES (:d, 'f', 'active', '', '{}', 1, :t)"), {"d": f"doc-{i}", "t": T1})
         c.execute(text("CREATE TABLE lsh_buckets (bucket VARCHAR(40) NOT NULL, doc_id VARCHAR(512) NOT NULL, PRIMARY KEY (bucket, doc_id))"))
         for i, d in enumerate(digests):
             c.execute(text("INSERT INTO lsh_buckets VALUES (:b, :d)"), {"b": d.hex(), "d": f"doc-{i % 2}"})
