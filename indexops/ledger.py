@@ -490,7 +490,7 @@ class Ledger:
         return out
 
     def lsh_rows(self) -> dict[str, int]:
-        """Rows in each LSH tier, stale ones included (what `fold_lsh` and a rebuild weigh)."""
+        """Rows in each LSH tier, rows documents left behind included (what `prune_lsh` would thin)."""
         with self.engine.connect() as c:
             return {t.name: int(c.execute(select(func.count()).select_from(t)).scalar_one()) for t in (lsh_bands, lsh_recent)}
 
