@@ -475,14 +475,11 @@ class Ledger:
         are dropped here by its current `bands`."""
         bs = sorted(set(buckets))
         pairs: set[tuple[int, str]] = set()
-        current: dict[str, frozenset[int] | None] = {}
         with self.engine.connect() as c:
             for part in _chunks_of(bs):
                 for t in (lsh_bands, lsh_recent):
                     pairs.update((b, d) for b, d in c.execute(select(t.c.band, t.c.doc_id).where(t.c.band.in_(part))))
-            for part in _chunks_of(sorted({d for _, d in pairs})):
-                q = select(documents.c.doc_id, documents.c.bands).where(documents.c.doc_id.in_(part), documents.c.status == "active")
-                current.update((d, None if bands is None else frozenset(unpack_bands(bands))) for d, bands in c.execute(q))
+            current = _current_bands(c, {d for _, d in pairs})
         out: dict[int, set[str]] = {}
         for b, d in pairs:
             if d in current and (current[d] is None or b in current[d]):  # type: ignore[operator]
@@ -510,10 +507,7 @@ class Ledger:
                 if not rows:
                     break
                 last = rows[-1]
-                current: dict[str, frozenset[int] | None] = {}
-                for part in _chunks_of(sorted({d for _, d in rows})):
-                    sel = select(documents.c.doc_id, documents.c.bands).where(documents.c.doc_id.in_(part), documents.c.status == "active")
-                    current.update((d, None if bands is None else frozenset(unpack_bands(bands))) for d, bands in c.execute(sel))
+                current = _current_bands(c, {d for _, d in rows})
                 stale = [(b, d) for b, d in rows if d not in current or (current[d] is not None and b not in current[d])]  # type: ignore[operator]
                 for part in _chunks_of(stale):
                     c.execute(delete(lsh_bands).where(tuple_(lsh_bands.c.band, lsh_bands.c.doc_id).in_(part)))
@@ -1006,6 +1000,16 @@ def pack_bands(keys: Sequence[int]) -> bytes:
 
 def unpack_bands(data: bytes) -> list[int]:
     return [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)]
+
+
+def _current_bands(c: Connection, doc_ids: Iterable[str]) -> dict[str, frozenset[int] | None]:
+    """Active documents among `doc_ids` -> their band keys now (None: written before `bands`,
+    when their LSH rows were still exact)."""
+    out: dict[str, frozenset[int] | None] = {}
+    for part in _chunks_of(sorted(set(doc_ids))):
+        q = select(documents.c.doc_id, documents.c.bands).where(documents.c.doc_id.in_(part), documents.c.status == "active")
+        out.update((d, None if bands is None else frozenset(unpack_bands(bands))) for d, bands in c.execute(q))
+    return out
 
 
 def _insert_ignoring_existing(c: Connection, table: Table) -> Any:
