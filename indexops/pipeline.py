@@ -528,16 +528,12 @@ def distinct_embed_texts(chunks: Sequence[Chunk]) -> list[str]:
     return list(dict.fromkeys(c.embed_text for c in chunks))
 
 
-def token_lengths(chunks: Sequence[Chunk]) -> list[int | None]:
-    """The chunker's token count of each distinct embed text, in `distinct_embed_texts` order: an
-    encoder pool sorts its slices by them."""
-    return list({c.embed_text: c.tokens for c in chunks}.values())
-
-
-def token_ids(chunks: Sequence[Chunk]) -> list[bytes | None]:
-    """The chunker's token ids of each distinct embed text (None where it had none), in
-    `distinct_embed_texts` order: an encoder pool's workers then need not tokenize them."""
-    return list({c.embed_text: c.token_ids for c in chunks}.values())
+def encoder_inputs(chunks: Sequence[Chunk]) -> tuple[list[str], list[int | None], list[bytes | None]]:
+    """Each distinct embed text once (`distinct_embed_texts` order) with the chunker's token count
+    and token ids for it (None where it had none): an encoder pool sorts its slices by the counts,
+    and its workers need not tokenize texts whose ids they get."""
+    by_text = {c.embed_text: c for c in chunks}  # keys in first-seen order, as distinct_embed_texts
+    return list(by_text), [c.tokens for c in by_text.values()], [c.token_ids for c in by_text.values()]
 
 
 Vectors = dict[str, np.ndarray]
@@ -557,7 +553,8 @@ def queue_embedding(ctx: IndexContext, chunks: Sequence[Chunk]) -> None:
     """Hand the encoder workers this batch's texts now, so whatever the caller does before it
     asks for the vectors (reading the next unit) runs while they encode."""
     if ctx.pool is not None and chunks:
-        ctx.pool.prefetch(distinct_embed_texts(chunks), lengths=token_lengths(chunks), ids=token_ids(chunks))
+        texts, lengths, ids = encoder_inputs(chunks)
+        ctx.pool.prefetch(texts, lengths=lengths, ids=ids)
 
 
 def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
@@ -580,8 +577,8 @@ def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
     indexed = {(row.chunk_id, row.embed_hash) for rows in ctx.ledger.chunks_for_docs(ctx.collection, [d[0] for d in docs]).values()
                for row in rows}
     chunks = [c for res in ctx.chunker.chunk_ahead(docs) for c in res.chunks if (c.chunk_id, embed_hash(c)) not in indexed]
-    texts = distinct_embed_texts(chunks)
-    ctx.pool.prefetch(texts, lengths=token_lengths(chunks), ids=token_ids(chunks))
+    texts, lengths, ids = encoder_inputs(chunks)
+    ctx.pool.prefetch(texts, lengths=lengths, ids=ids)
     return len(texts)
 
 
@@ -589,9 +586,10 @@ def embed_chunks(ctx: IndexContext, chunks: Sequence[Chunk], progress: ProgressF
     """Dense vectors keyed by chunk id; each distinct embed text is encoded once."""
     if not chunks:
         return {}
-    texts = distinct_embed_texts(chunks)
     if ctx.pool is not None:
-        return vectors_by_chunk(chunks, texts, ctx.pool.embed(texts, progress=progress, lengths=token_lengths(chunks), ids=token_ids(chunks)))
+        texts, lengths, ids = encoder_inputs(chunks)
+        return vectors_by_chunk(chunks, texts, ctx.pool.embed(texts, progress=progress, lengths=lengths, ids=ids))
+    texts = distinct_embed_texts(chunks)
     return vectors_by_chunk(chunks, texts, ctx.embedder.embed(texts, progress=progress))
 
 
