@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +58,18 @@ class Chunker:
         """Chunk documents a later batch will probably ask for, and keep the results until then
         (replacing what the previous call kept): the next batch is chunked while this one encodes."""
         self._ahead = {}
-        for k in range(0, len(docs), 256):
-            self.warm([t for d in docs[k : k + 256] for t in (d[1] or "", d[2] or "")])
-            for did, title, text, meta in docs[k : k + 256]:
-                self._ahead[did] = (title, text, meta, self.chunk(did, title, text, meta))
+        for (did, title, text, meta), res in zip(docs, self.chunk_many(docs)):
+            self._ahead[did] = (title, text, meta, res)
         return [r[3] for r in self._ahead.values()]
+
+    def chunk_many(self, docs: Sequence[tuple[str, str, str, dict[str, Any]]]) -> Iterator[ChunkResult]:
+        """`chunk` each document in order, tokenizing the next 256 (those not chunked ahead) in one
+        batched call first."""
+        for k in range(0, len(docs), 256):
+            part = docs[k : k + 256]
+            self.warm([t for did, title, text, _ in part if not self.is_ahead(did) for t in (title or "", text or "")])
+            for did, title, text, meta in part:
+                yield self.chunk(did, title, text, meta)
 
     def is_ahead(self, doc_id: str) -> bool:
         return doc_id in self._ahead

@@ -478,15 +478,13 @@ def chunk_batch(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPlan:
     acc = 0
     n = 0
     order = sorted(affected)
-    for k, did in enumerate(order):
-        if k % 256 == 0:  # tokenize the next slice of documents in one batched call
-            ctx.chunker.warm([t for d in order[k : k + 256] if d in reindex and not ctx.chunker.is_ahead(d)
-                              for t in (plan.docs[d].title or "", plan.docs[d].text or "")])
+    results = ctx.chunker.chunk_many([(d, plan.docs[d].title, plan.docs[d].text or "", plan.docs[d].metadata)
+                                      for d in order if d in reindex])  # taken in the same order below
+    for did in order:
         old_rows = {r.chunk_id: r for r in old.get(did, [])}
         new_chunks: dict[str, Chunk] = {}
         if did in reindex:
-            w = plan.docs[did]
-            res = ctx.chunker.chunk(did, w.title, w.text or "", w.metadata)
+            res = next(results)
             out.chunk_duplicates += res.duplicates_dropped
             new_chunks = {c.chunk_id: c for c in res.chunks}
         for cid, c in new_chunks.items():
