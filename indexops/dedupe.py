@@ -22,7 +22,7 @@ from indexops.settings import DedupeSettings
 _SEED = 1
 _PRIME = np.uint64((1 << 61) - 1)
 _MAX_HASH = np.uint64((1 << 32) - 1)
-_COLUMNS_PER_PASS = 8192  # shingles per numpy pass: 128 x 8192 uint64 is 8 MiB
+_COLUMNS_PER_PASS = 2048  # shingles per numpy pass: 128 x 2048 uint64 is 2 MiB
 
 
 @lru_cache(maxsize=16)
@@ -99,6 +99,10 @@ class NearDuplicateIndex:
             runs = self._runs(t if normalized else normalize_text(t))
             hashes.append(np.frombuffer(b"".join([blake2b(r, digest_size=4).digest() for r in runs]), dtype="<u4"))
         out: list[Signature] = []
+        # two buffers serve every pass (a text longer than a pass gets one of its own): a pass allocates
+        # nothing large, so the heap does not keep a pass's worth of freed temporaries
+        cap = len(self._a) * min(sum(map(len, hashes)), max(_COLUMNS_PER_PASS, max(map(len, hashes), default=0)))
+        x, q = np.empty(cap, dtype=np.uint64), np.empty(cap, dtype=np.uint64)
         i = 0
         while i < len(hashes):
             j, cols = i, 0
@@ -106,16 +110,17 @@ class NearDuplicateIndex:
                 cols += len(hashes[j])
                 j += 1
             hv = np.concatenate(hashes[i:j]).astype(np.uint64)
+            xv, qv = x[: len(self._a) * cols].reshape(-1, cols), q[: len(self._a) * cols].reshape(-1, cols)
             with np.errstate(over="ignore"):
-                x = np.multiply.outer(self._a, hv)
-                x += self._b[:, None]
-            q = x >> np.uint64(61)
-            x &= _PRIME
-            x += q  # x = q*2^61 + r == q + r (mod 2^61-1), q <= 7
-            np.subtract(x, _PRIME, out=x, where=x >= _PRIME)
-            x &= _MAX_HASH
+                np.multiply.outer(self._a, hv, out=xv)
+                xv += self._b[:, None]
+            np.right_shift(xv, np.uint64(61), out=qv)
+            xv &= _PRIME
+            xv += qv  # x = q*2^61 + r == q + r (mod 2^61-1), q <= 7
+            np.subtract(xv, _PRIME, out=xv, where=xv >= _PRIME)
+            xv &= _MAX_HASH
             starts = np.cumsum([0] + [len(h) for h in hashes[i : j - 1]])
-            mins = np.minimum.reduceat(x, starts, axis=1)
+            mins = np.minimum.reduceat(xv, starts, axis=1)
             out += [Signature(np.ascontiguousarray(mins[:, k])) for k in range(j - i)]
             i = j
         return out
