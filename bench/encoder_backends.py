@@ -86,7 +86,7 @@ def main() -> None:
             raise SystemExit(f"no corpus at {a.data}; pass --data DIR (BEIR layout)")
         a.data = REPO / "tests" / "data" / "mini_beir"
 
-    from indexops.embedders import make_embedder
+    from indexops.embedders import default_batch_size, make_embedder
     from indexops.onnx_embedder import INT8_SETTINGS, OnnxEmbedder, cpu_cores, quantize_int8
 
     from indexops.embed_pool import PooledEmbedder, shutdown_pools
@@ -113,7 +113,7 @@ def main() -> None:
         for i, (name, q) in enumerate(VARIANTS.items()):
             path = tmp / f"v{i}.onnx"
             quantize_int8(fp32, path, **q)
-            e = OnnxEmbedder(MODEL, backend="onnx-int8", batch_size=a.batch_size)
+            e = OnnxEmbedder(MODEL, backend="onnx-int8", batch_size=a.batch_size or default_batch_size("onnx-int8"))
             e.model_path = lambda p=path: p  # type: ignore[method-assign]
             row, _ = measure(name, e, texts, ref)
             rows.append(row | {"quantization": q})

@@ -15,7 +15,7 @@ from prefect.utilities.annotations import quote
 
 from flows.scalar_params import scalar_params_flow
 from indexops.feeds.sources import detect_kind
-from indexops.ingest import IngestFailed, PendingWork, UnitsAhead, failure_message, pending_work, quarantine_spike
+from indexops.ingest import QUICK_RUN_BYTES, IngestFailed, PendingWork, UnitsAhead, failure_message, pending_work, quarantine_spike
 from indexops.models import BatchCounts
 from indexops.pipeline import compact_store, needs_optimize, new_run_id, open_index, queue_embedding
 from indexops.settings import load_settings
@@ -159,10 +159,6 @@ def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name:
     finally:
         ctx.ledger.release_lock(ctx.collection, owner)
         ctx.close()
-
-
-# pending delta files below this size are seconds of work (~700 SciFact-sized documents)
-QUICK_RUN_BYTES = 1 << 20
 
 
 def run_ingest(**params: Any) -> dict[str, Any]:

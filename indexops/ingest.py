@@ -16,7 +16,7 @@ from indexops.feeds.readers import FeedFileError
 from indexops.feeds.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
 from indexops.ledger import AppliedFile, Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
-from indexops.pipeline import IndexContext, apply_batch, chunk_ahead, needs_optimize, new_run_id
+from indexops.pipeline import IndexContext, apply_batch, chunk_ahead, needs_optimize, new_run_id, open_index
 from indexops.snapshot import publish_snapshot
 from indexops.validate import BatchRejected, ValidationResult, validate_records
 
@@ -120,6 +120,32 @@ def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path
             except OSError:
                 pass  # removed while we listed it: not pending
     return PendingWork(files, size)
+
+
+# pending delta files below this size are seconds of work (~700 SciFact-sized documents)
+QUICK_RUN_BYTES = 1 << 20
+
+
+def encode_ahead_of_run(workspace: str | Path, settings: Any, path: str | Path, kind: SourceKind, feed: str | None = None) -> int:
+    """For a caller about to spend seconds before its run starts (the CLI imports Prefect and
+    creates the flow run: ~1.5 s): read a small delta's first pending file and start encoding its
+    changed texts on a thread of this process, where the run's `embed` takes them
+    (`PooledEmbedder.prefetch` of a small input). Speculative like `UnitsAhead`: it writes nothing
+    and decides nothing — the run reads, validates and plans the file again under the ledger lock,
+    and texts it does not ask for are dropped. Returns the texts queued (0: not a small pending
+    delta, or nothing in it to encode)."""
+    if kind != "delta":
+        return 0
+    pending = pending_work(workspace, settings.ledger.url, path, kind, feed)
+    if pending is None or pending.files == 0 or pending.bytes >= QUICK_RUN_BYTES:
+        return 0
+    ctx = open_index(workspace, settings)
+    try:
+        sp = plan_source(ctx, path, kind, feed)
+        unit = next(sp.units, None)
+        return chunk_ahead(ctx, screen_unit(ctx, unit, sp.feed).good) if unit is not None else 0
+    finally:
+        ctx.close()
 
 
 def screen_unit(ctx: IndexContext, unit: WorkUnit, feed: str) -> ValidationResult:

@@ -27,7 +27,7 @@ SPARSE = "bm25"
 # `bench/load_memory.py`: 5.9 and 6.6 s, 543 MiB).
 SEGMENTS = 16
 # Write-ahead-log segments of 4 MiB instead of Edge's (Qdrant's) 32 MiB. Opening a shard reads its WAL
-# segments back, and Edge keeps the last closed one besides the open one: a shard that had taken more
+# segments back, and Edge keeps the last closed one beside the open one: a shard that had taken more
 # than 32 MiB of updates put 64 MiB of WAL into the memory of every process that opened it (1M points:
 # 64 of the 185 MiB an open adds, against 19 at 10k). An update larger than a segment still fits (the
 # segment grows to hold it). `edge_config.json` carries these options; Edge's Python config does not.

@@ -187,3 +187,94 @@ def test_ingest_reads_the_next_unit_while_one_encodes_and_stores_the_right_vecto
     finally:
         ctx.close()
         shutdown_pools()
+
+
+def test_a_small_prefetch_encodes_on_a_thread_of_this_process_and_embed_takes_its_rows():
+    """Too few texts to start the workers: the prefetch encodes them in this process on a thread
+    (while the caller plans); `embed` takes those rows, encodes only what the guess missed, and a
+    guess that failed is encoded again by the caller."""
+    import threading
+
+    from indexops.embedders import HashingEmbedder
+
+    class Recording(HashingEmbedder):
+        def __init__(self, dim: int, fail_first: bool = False) -> None:
+            super().__init__(dim)
+            self.calls: list[tuple[str, list[str]]] = []
+            self.fail_first = fail_first
+
+        def embed(self, texts, progress=None):
+            self.calls.append((threading.current_thread().name, list(texts)))
+            if self.fail_first:
+                self.fail_first = False
+                raise RuntimeError("model file vanished")
+            return super().embed(texts, progress)
+
+    spec = {"model": "hashing", "dim": 16, "batch_size": None, "device": "cpu", "normalize": True, "backend": "torch"}
+    texts = ["alpha beta", "gamma delta", "epsilon", "zeta eta theta"]
+    local = Recording(16)
+    pool = PooledEmbedder(local, spec, workers=2, min_texts=256, cores=2)
+    pool.prefetch(texts[:3])
+    pool.prefetch(texts[3:])  # one guess at a time: this one is not started
+    ask = [texts[2], texts[3], texts[0]]
+    np.testing.assert_allclose(pool.embed(ask), HashingEmbedder(16).embed(ask), atol=1e-6)
+    assert local.calls == [("indexops-encode-aside", texts[:3]), (threading.current_thread().name, [texts[3]])]
+    assert embed_pool._POOLS == {}  # no worker process was started
+    local.calls.clear()
+    np.testing.assert_allclose(pool.embed(texts[:2]), HashingEmbedder(16).embed(texts[:2]), atol=1e-6)
+    assert [who for who, _ in local.calls] == [threading.current_thread().name]  # the guess was used up
+
+    # the job is the process's: an embedder of the same settings opened later (the run's) takes it
+    pool.prefetch(texts[1:])
+    later = PooledEmbedder(Recording(16), spec, workers=2, min_texts=256, cores=2)
+    np.testing.assert_allclose(later.embed(texts[1:]), HashingEmbedder(16).embed(texts[1:]), atol=1e-6)
+    assert later.local.calls == []
+
+    failing = Recording(16, fail_first=True)
+    pool = PooledEmbedder(failing, spec, workers=2, min_texts=256, cores=2)
+    pool.prefetch(texts)
+    np.testing.assert_allclose(pool.embed(texts), HashingEmbedder(16).embed(texts), atol=1e-6)
+    assert [who for who, _ in failing.calls] == ["indexops-encode-aside", threading.current_thread().name]
+
+
+def test_a_small_delta_starts_encoding_before_its_run_and_the_run_takes_the_vectors(tmp_path, fp32_vecs):
+    """`encode_ahead_of_run` (what the CLI does before importing Prefect): reads the pending file,
+    queues the texts that changed, writes nothing; the run opened afterwards stores the same vectors
+    without encoding them itself."""
+    import json
+
+    from indexops.ingest import encode_ahead_of_run, ingest_path
+
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    docs = [{"id": f"d{i}", "title": "", "text": t} for i, t in enumerate(TEXTS[:12])]
+    (feed / "000001.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[:8]))
+    s = Settings.model_validate({"embedding": {"backend": "torch", "workers": 2}, "chunking": {"strategy": "document"},
+                                 "dedupe": {"near": False, "exact": False}})
+    ctx = open_index(tmp_path / "ws", s)
+    try:
+        ingest_path(ctx, feed, "delta")
+    finally:
+        ctx.close()
+    # the delta: 2 edited, 4 new, 1 unchanged, 1 deleted
+    delta = [dict(docs[0], text=TEXTS[20]), dict(docs[1], text=TEXTS[21]), *docs[8:12], docs[2], {"id": "d3", "op": "delete"}]
+    (feed / "000002.jsonl").write_text("".join(json.dumps(d) + "\n" for d in delta))
+    assert encode_ahead_of_run(tmp_path / "ws", s, feed, "snapshot") == 0  # only delta feeds
+    assert encode_ahead_of_run(tmp_path / "ws", s, feed, "delta") == 6
+    assert len(embed_pool._ASIDE) == 1
+    ctx = open_index(tmp_path / "ws", s)
+    try:
+        assert ctx.ledger.applied_files(feed.name).keys() == {"000001.jsonl"}  # it applied nothing
+        calls = []
+        real = ctx.embedder.local.embed
+        ctx.embedder.local.embed = lambda texts, progress=None: calls.append(list(texts)) or real(texts, progress)
+        r = ingest_path(ctx, feed, "delta")
+        assert r["counts"]["chunks_embedded"] == 6 and calls == [] and not embed_pool._ASIDE
+        want = {"d0": fp32_vecs[20], "d1": fp32_vecs[21], **{f"d{i}": fp32_vecs[i] for i in range(8, 12)}}
+        rows = ctx.ledger.chunks_for_docs(ctx.collection, list(want))
+        got = {p["payload"]["doc_id"]: p["dense"] for p in ctx.store.retrieve([rows[d][0].point_id for d in want], with_vectors=True)}
+        for d, v in want.items():
+            np.testing.assert_allclose(got[d], v, atol=1e-5)
+    finally:
+        ctx.close()
+    assert encode_ahead_of_run(tmp_path / "ws", s, feed, "delta") == 0  # nothing pending
