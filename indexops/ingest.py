@@ -130,10 +130,11 @@ def encode_ahead_of_run(workspace: str | Path, settings: Any, path: str | Path, 
     """For a caller about to spend seconds before its run starts (the CLI imports Prefect and
     creates the flow run: ~1.5 s): read a small delta's first pending file and start encoding its
     changed texts on a thread of this process, where the run's `embed` takes them
-    (`PooledEmbedder.prefetch` of a small input). Speculative like `UnitsAhead`: it writes nothing
+    (`PooledEmbedder.prefetch` of a small input). Speculative like `UnitsAhead`: it applies nothing
     and decides nothing — the run reads, validates and plans the file again under the ledger lock,
-    and texts it does not ask for are dropped. Returns the texts queued (0: not a small pending
-    delta, or nothing in it to encode)."""
+    and texts it does not ask for are dropped. (Like any command that opens the index, it may record
+    a new collection's empty state and refresh the stat records of applied files.) Returns the texts
+    queued (0: not a small pending delta, or nothing in it to encode)."""
     if kind != "delta":
         return 0
     pending = pending_work(workspace, settings.ledger.url, path, kind, feed)
