@@ -14,11 +14,18 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.utilities.annotations import quote
 
 from flows.scalar_params import scalar_params_flow
-from indexops.feeds.sources import detect_kind
-from indexops.ingest import QUICK_RUN_BYTES, IngestFailed, PendingWork, UnitsAhead, failure_message, pending_work, quarantine_spike
+from indexops.ingest import (
+    QUICK_RUN_BYTES,
+    IngestFailed,
+    PendingWork,
+    UnitsAhead,
+    failure_message,
+    pending_work,
+    quarantine_spike,
+    run_settings,
+)
 from indexops.models import BatchCounts
 from indexops.pipeline import compact_store, needs_optimize, new_run_id, open_index, queue_embedding
-from indexops.settings import load_settings
 from tasks.ingest import (
     add_counts,
     chunk_documents,
@@ -70,8 +77,7 @@ def _resolve(feed_path: str, workspace: str, config_path: str | None, source_kin
              embedding_model: str | None) -> tuple[Any, str, PendingWork | None]:
     """The run's settings, source kind and what its feed has waiting (None when unknown: a ledger
     error here is left for the run to report in full)."""
-    settings = load_settings(config_path, {"embedding": {"model": embedding_model}} if embedding_model else None)
-    kind = detect_kind(feed_path) if source_kind == "auto" else source_kind
+    settings, kind = run_settings(config_path, feed_path, source_kind, embedding_model)
     try:
         pending = pending_work(workspace, settings.ledger.url, feed_path, kind, feed_name)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the run meets the same error and reports it in full

@@ -124,12 +124,10 @@ def _encode_ahead(feed: Path, workspace: Path, config: Optional[Path], source: s
     created (`encode_ahead_of_run`); the run takes the vectors. Any error is left to the run, which
     meets it again and reports it in full."""
     try:
-        from indexops.feeds.sources import detect_kind
-        from indexops.ingest import encode_ahead_of_run
-        from indexops.settings import load_settings
+        from indexops.ingest import encode_ahead_of_run, run_settings
 
-        settings = load_settings(config, {"embedding": {"model": embedder}} if embedder else None)
-        encode_ahead_of_run(workspace, settings, feed, detect_kind(feed) if source == "auto" else source, feed_name)  # type: ignore[arg-type]
+        settings, kind = run_settings(config, feed, source, embedder)
+        encode_ahead_of_run(workspace, settings, feed, kind, feed_name)
     except Exception:  # noqa: BLE001
         pass
 

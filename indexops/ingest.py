@@ -13,10 +13,11 @@ from typing import Any
 
 from indexops.embedders import ProgressFn
 from indexops.feeds.readers import FeedFileError
-from indexops.feeds.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
+from indexops.feeds.sources import SourceKind, batch_files, detect_kind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
 from indexops.ledger import AppliedFile, Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
 from indexops.pipeline import IndexContext, apply_batch, chunk_ahead, needs_optimize, new_run_id, open_index
+from indexops.settings import load_settings
 from indexops.snapshot import publish_snapshot
 from indexops.validate import BatchRejected, ValidationResult, validate_records
 
@@ -120,6 +121,13 @@ def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path
             except OSError:
                 pass  # removed while we listed it: not pending
     return PendingWork(files, size)
+
+
+def run_settings(config_path: str | Path | None, feed_path: str | Path, source_kind: str,
+                 embedding_model: str | None = None) -> tuple[Any, SourceKind]:
+    """A run's settings (the config file, the model override) and its source kind (`auto` detected)."""
+    settings = load_settings(config_path, {"embedding": {"model": embedding_model}} if embedding_model else None)
+    return settings, detect_kind(feed_path) if source_kind == "auto" else source_kind  # type: ignore[return-value]
 
 
 # pending delta files below this size are seconds of work (~700 SciFact-sized documents)

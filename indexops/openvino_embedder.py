@@ -25,17 +25,21 @@ _LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """True when the CPU does bf16 arithmetic natively (AMX-BF16 or AVX512-BF16; Linux flags)."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux `/proc/cpuinfo`; empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"amx_bf16", "avx512_bf16"} & flags)
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU does bf16 arithmetic natively (AMX-BF16 or AVX512-BF16; Linux flags)."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def _blob_dir(model: Path, threads: int, precision: str, version: str) -> Path:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from indexops.embedders import SentenceTransformerEmbedder, make_embedder
+from indexops.openvino_embedder import cpu_flags
 from indexops.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -30,21 +31,12 @@ SENTENCES = [
 ]
 
 
-def _cpu_has_vnni() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
 # How close int8 stays to fp32 depends on the CPU's int8 instructions: without VNNI, ONNX Runtime's
 # AVX2 kernel (u8 x s8 pairs summed in 16 bits, `vpmaddubsw`) saturates on some activations.
 # Measured on an AVX2-only AMD EPYC: cosine to torch mean 0.9857, worst 0.9585 (the text "x"); a text
 # batched with others against alone: worst 0.9477. On CPUs with VNNI (and AMX) the tighter bounds hold.
 # Retrieval is what the backend is judged by: nDCG@10 on SciFact, README "Encoder backends".
-VNNI = _cpu_has_vnni()
+VNNI = bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 INT8_MEAN, INT8_MIN, INT8_BATCH_MIN = (0.99, 0.98, 0.97) if VNNI else (0.98, 0.95, 0.94)
 
 
