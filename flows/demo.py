@@ -74,6 +74,7 @@ def main() -> None:
     feed.mkdir(parents=True)
     config = str(REPO / "configs" / "demo.yaml")
     snaps = []
+    dups_found = promoted = 0
     with temporary_settings({PREFECT_API_URL: api}):
         from indexops.operations import load_operations
         from indexops.settings import load_settings as _load
@@ -93,6 +94,8 @@ def main() -> None:
                   f"quarantined {c['quarantined']}, chunks embedded {c['chunks_embedded']}")
             print(f"    snapshot {s['snapshot']['snapshot_id'][:16]}  ({s['snapshot']['documents']} documents)")
             snaps.append(s["snapshot"]["snapshot_id"])
+            dups_found += c["exact_duplicates"] + c["near_duplicates"]
+            promoted += c["promoted"]
         print("\n=== re-run with nothing new (idempotent)")
         s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
         print(f"    chunks embedded {s['counts']['chunks_embedded']}; snapshot {s['snapshot']['snapshot_id'][:16]} (unchanged: {not s['snapshot']['new']})")
@@ -133,8 +136,11 @@ def main() -> None:
     for q in led.list_quarantine():
         print(f"    {q['file']}:{q['line']}  {q['reason']}")
     print("=== duplicates:")
-    for r in led.list_duplicates():
+    dups = led.list_duplicates()
+    for r in dups:
         print(f"    {r['doc_id']} is a {r['dup_kind']} duplicate of {r['duplicate_of']}")
+    if not dups:  # held-back duplicates are indexed once their original changes or leaves
+        print(f"    none held back now ({dups_found} found while ingesting; {promoted} promoted when the document they duplicated changed or left)")
     ui = api[: -len("/api")] if api.endswith("/api") else api
     print(f"""
 Where to look
