@@ -143,9 +143,7 @@ def encode_ahead_of_run(workspace: str | Path, settings: Any, path: str | Path, 
     and texts it does not ask for are dropped. (Like any command that opens the index, it may record
     a new collection's empty state and refresh the stat records of applied files.) Returns the texts
     queued (0: not a small pending delta, or nothing in it to encode)."""
-    if kind != "delta":
-        return 0
-    pending = pending_work(workspace, settings.ledger.url, path, kind, feed)
+    pending = pending_work(workspace, settings.ledger.url, path, kind, feed)  # None for snapshot and BEIR sources
     if pending is None or pending.files == 0 or pending.bytes >= QUICK_RUN_BYTES:
         return 0
     ctx = open_index(workspace, settings)
