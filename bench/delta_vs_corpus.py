@@ -38,13 +38,17 @@ def child(mode: str, feed: str, ws: str) -> dict:
     from indexops.pipeline import open_index
     from indexops.settings import load_settings
 
+    from indexops.replicas import disk_usage
+
     ctx = open_index(Path(ws), load_settings(CONFIG))
     try:
         s = ingest_path(ctx, feed, "delta", feed="synthetic")
     finally:
         ctx.close()
-    return {"mode": mode, "wall_s": time.perf_counter() - t0, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "counts": s["counts"], "timings_s": s.get("timings_s", {}), "snapshot_id": s["snapshot"]["snapshot_id"]}
+    wall = time.perf_counter() - t0
+    return {"mode": mode, "wall_s": wall, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "counts": s["counts"], "timings_s": s.get("timings_s", {}), "snapshot_id": s["snapshot"]["snapshot_id"],
+            "chunks": s["snapshot"]["chunks"], "published": s["snapshot"].get("published"), "disk": disk_usage(ws, ctx.collection)}
 
 
 def _run_child(mode: str, feed: Path, ws: Path) -> dict:
@@ -145,6 +149,19 @@ def main() -> None:
         b, d = r["base"], r["delta"]
         print(f"| {r['docs']:,} | {b['wall_s']:.1f} | {r['docs'] / b['wall_s']:.0f} | {d['wall_s']:.2f} | {d['wall_s'] / first['wall_s']:.2f} | "
               f"{d['peak_rss_mib']:.0f} | {d['peak_rss_mib'] / first['peak_rss_mib']:.2f} | {r['workspace_mib']:.0f} |")
+    print("\nPublishing for readers (the replica readers open; README \"Reading while ingesting\"): the base's first publish "
+          "copies the shard, a delta's copies what it touched and hard-links the rest from the previous replica.\n")
+    print("| corpus docs | chunks | first publish s | delta publish s | publish share of delta wall | delta MiB copied | MiB linked "
+          "| writer shard MiB | replicas MiB (retention 3) | replicas / writer |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        b, d = r["base"], r["delta"]
+        bp, dp, disk = b.get("published") or {}, d.get("published") or {}, d.get("disk") or {}
+        if not dp:
+            continue
+        print(f"| {r['docs']:,} | {d['chunks']:,} | {bp.get('seconds', float('nan')):.2f} | {dp['seconds']:.2f} | "
+              f"{dp['seconds'] / d['wall_s']:.0%} | {dp['bytes_copied'] / 2**20:.0f} | {dp['bytes_linked'] / 2**20:.0f} | "
+              f"{disk['writer_bytes'] / 2**20:.0f} | {disk['replica_bytes'] / 2**20:.0f} | {disk['replica_bytes'] / max(disk['writer_bytes'], 1):.2f} |")
     print("\ndelta stages (s):", {r["docs"]: {k: round(v, 2) for k, v in r["delta"]["timings_s"].items()} for r in rows})
     print("command: python bench/delta_vs_corpus.py" + (" --quick" if a.quick else f" --sizes {a.sizes} --repeats {a.repeats}")
           + (f" --cache {a.cache}" if a.cache else ""))

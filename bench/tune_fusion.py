@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 
 def main() -> None:
     from indexops.evaluation import evaluate_snapshot
-    from indexops.pipeline import open_live
+    from indexops.reader import open_live
     from indexops.queries import beir_split
     from indexops.settings import load_settings
 

@@ -121,7 +121,7 @@ def main() -> None:
         for sid, v in dr["sections"].items():
             print(f"    {sid}: {v}")
         print(f"    report {dr['html']}")
-    from indexops.pipeline import open_live
+    from indexops.reader import open_live
     from indexops.retrieval import search
     from indexops.settings import load_settings
 

@@ -10,7 +10,7 @@ from prefect import flow
 from indexops.pipeline import open_collection, open_index
 from indexops.reconcile import raise_if_drifted
 from indexops.settings import load_settings
-from tasks.maintenance import optimize_store, prune_lsh, publish_reconcile_report, reconcile_index
+from tasks.maintenance import optimize_store, prune_lsh, publish_reconcile_report, publish_replica, reconcile_index
 
 
 @flow(name="maintenance", description="Reconcile every point of the index with the ledger, repair drift, optimize the store, prune the near-duplicate index; fail when drift remains.")
@@ -35,6 +35,8 @@ def maintenance(
             out = report.to_dict()
             if optimize:
                 out["optimized"] = optimize_store(ctx)
+                if out["optimized"]:  # readers get the merged segments (same content, same snapshot id)
+                    out["published"] = publish_replica(ctx)
             if prune_dedupe_index:
                 out["lsh_rows_pruned"] = prune_lsh(ctx)
             return out

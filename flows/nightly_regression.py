@@ -11,7 +11,9 @@ from prefect.utilities.annotations import quote  # large inputs: skip Prefect's 
 
 from indexops.evaluation import RegressionFailed
 from indexops.gate import worst
-from indexops.pipeline import new_run_id, open_index, open_live
+from indexops.pipeline import new_run_id, open_index
+from indexops.reader import open_live, open_snapshot
+from indexops.snapshot import current_snapshot_id
 from indexops.promotion import ensure_live, promote, server_alias_switch
 from indexops.settings import load_settings
 from tasks.evaluate import (
@@ -54,11 +56,20 @@ def nightly_regression(
             reports.append(g)
             result["live"][r] = g.to_dict()
         if candidate_config_path:
-            cand = open_index(workspace, load_settings(candidate_config_path))
+            builder = open_index(workspace, load_settings(candidate_config_path))
             try:
-                result["candidate"] = {"collection": cand.collection}
-                if cand.collection != live.collection:
-                    build_candidate_collection(cand, run_id)
+                result["candidate"] = {"collection": builder.collection}
+                if builder.collection != live.collection:  # built (and published) under its own writer lock
+                    owner = builder.ledger.acquire_lock(builder.collection, wait_s=0.0)
+                    try:
+                        build_candidate_collection(builder, run_id)
+                    finally:
+                        builder.ledger.release_lock(builder.collection, owner)
+                cand_sid = current_snapshot_id(builder.ledger, builder.collection)
+            finally:
+                builder.close()
+            cand = open_snapshot(workspace, settings, cand_sid)  # the candidate as readers would be served it
+            try:
                 cand_reports = []
                 for r in settings.eval.retrievers:
                     o = evaluate_retriever(quote(cand), quote(qs), r, settings.eval.metrics)

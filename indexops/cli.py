@@ -184,14 +184,23 @@ def snapshot_show(
 
 
 @snapshot_app.command("list")
-def snapshot_list(workspace: Path = WorkspaceOpt, config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt) -> None:
-    """List snapshots, oldest first."""
+def snapshot_list(workspace: Path = WorkspaceOpt, config: Optional[Path] = ConfigOpt, as_json: bool = JsonOpt,
+                  retained_only: bool = typer.Option(False, "--retained", help="Only snapshots whose published replica is kept (readable, pinnable).")) -> None:
+    """List snapshots, oldest first; `R` marks those readers can still pin or roll back to."""
+    from indexops import replicas
+
     rows = [_manifest_view(m) for m in _ledger(workspace, config).list_snapshots()]
+    kept = {(r.collection, r.snapshot_id) for root in (workspace / replicas.REPLICAS).glob("*") for r in replicas.list_replicas(root)}
+    for r in rows:
+        r["retained"] = (r["collection"], r["snapshot_id"]) in kept
+    if retained_only:
+        rows = [r for r in rows if r["retained"]]
     if as_json:
         _print_json(rows)
         return
     for r in rows:
-        typer.echo(f"{r['created_at']}  {r['snapshot_id'][:16]}  docs {r['documents']:>7}  chunks {r['chunks']:>8}  parent {str(r['parent'])[:16]}")
+        typer.echo(f"{r['created_at']}  {r['snapshot_id'][:16]} {'R' if r['retained'] else ' '} docs {r['documents']:>7}  "
+                   f"chunks {r['chunks']:>8}  parent {str(r['parent'])[:16]}")
 
 
 @snapshot_app.command("diff")
@@ -298,10 +307,11 @@ def eval_cmd(
     retriever: Optional[list[str]] = typer.Option(None, "--retriever", "-r", help="bm25 | sparse | dense | hybrid (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results (with per-query values) here."),
     pin: bool = typer.Option(False, "--pin-baseline", help="Pin these runs as the regression baseline."),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Evaluate this retained snapshot (id or prefix) instead of the live one."),
 ) -> None:
-    """Evaluate the live snapshot on labeled queries and store the run."""
+    """Evaluate the live snapshot (or a retained one) on labeled queries and store the run."""
     from indexops.evaluation import evaluate_snapshot, floor_check
-    from indexops.pipeline import open_live
+    from indexops.reader import open_snapshot
     from indexops.queries import load_query_set
     from indexops.retrieval import RETRIEVERS
     from indexops.settings import load_settings
@@ -317,7 +327,7 @@ def eval_cmd(
         _fail(str(e), 2)
         return
     s = load_settings(config)
-    ctx = open_live(workspace, s)
+    ctx = _open_reader(workspace, s, snapshot)
     try:
         outs = [evaluate_snapshot(ctx, qs, r, s.eval.metrics) for r in (retriever or s.eval.retrievers)]
         if pin:
@@ -344,9 +354,9 @@ def search(
     retriever: Optional[str] = typer.Option(None, "--retriever", "-r", help="bm25 | sparse | dense | hybrid (default from config)."),
     k: int = typer.Option(5, "--k", min=1, help="Documents to return."),
     as_json: bool = JsonOpt,
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Search this retained snapshot (id or prefix) instead of the live one."),
 ) -> None:
     """Search the live index as a RAG app would; the answer names its snapshot and recipe."""
-    from indexops.pipeline import open_live
     from indexops.retrieval import RETRIEVERS, search as do_search
     from indexops.settings import load_settings
 
@@ -354,7 +364,7 @@ def search(
         _fail(f"unknown retriever {retriever!r}; choose from {', '.join(RETRIEVERS)}", 2)
     if not workspace.exists():
         _fail(f"workspace {workspace} does not exist; run `indexops ingest` first")
-    ctx = open_live(workspace, load_settings(config))
+    ctx = _open_reader(workspace, load_settings(config), snapshot)
     try:
         ans = do_search(ctx, text, retriever, k)
     finally:
@@ -368,6 +378,16 @@ def search(
         typer.echo(f"{i:>2}. {h['doc_id']:<14} {h['score']:.4f}  {snippet}")
 
 
+def _open_reader(workspace: Path, settings: Any, snapshot: Optional[str]):
+    """A reader on the live snapshot or a pinned one; a clear exit when that cannot be had."""
+    from indexops.reader import open_snapshot
+
+    try:
+        return open_snapshot(workspace, settings, snapshot)
+    except (LookupError, ValueError) as e:
+        _fail(str(e))
+
+
 @app.command()
 def promote(
     snapshot: str = typer.Argument(..., help="Snapshot id or prefix whose collection becomes live."),
@@ -376,29 +396,35 @@ def promote(
     reason: Optional[str] = typer.Option(None, "--reason"),
 ) -> None:
     """Point the live alias at the collection holding SNAPSHOT."""
-    from indexops.promotion import promote as do_promote, server_alias_switch
+    from indexops.promotion import edge_retained, promote as do_promote, server_alias_switch
     from indexops.settings import load_settings
 
+    s = load_settings(config)
     try:
-        a = do_promote(_ledger(workspace, config), snapshot, reason, server_alias_switch(load_settings(config), workspace))
+        a = do_promote(_ledger(workspace, config), snapshot, reason, server_alias_switch(s, workspace), edge_retained(s, workspace))
     except (LookupError, ValueError) as e:
         _fail(str(e))
         return
-    typer.echo(f"live -> {a['collection']} (snapshot {a['snapshot_id'][:16]})")
+    typer.echo(f"live -> {a['collection']} (snapshot {a['snapshot_id'][:16]}{', pinned' if a.get('pinned') else ''})")
 
 
 @app.command()
-def rollback(workspace: Path = WorkspaceOpt, config: Optional[Path] = ConfigOpt, reason: Optional[str] = typer.Option(None, "--reason")) -> None:
-    """Point the live alias back at the collection it served before."""
-    from indexops.promotion import rollback as do_rollback, server_alias_switch
+def rollback(workspace: Path = WorkspaceOpt, config: Optional[Path] = ConfigOpt, reason: Optional[str] = typer.Option(None, "--reason"),
+             to: Optional[str] = typer.Option(None, "--to", help="Serve exactly this retained snapshot (id or prefix), pinned until the next promote.")) -> None:
+    """Point the live alias back at the collection it served before, or (--to) at one retained snapshot's content."""
+    from indexops.promotion import edge_retained, rollback as do_rollback, rollback_to, server_alias_switch
     from indexops.settings import load_settings
 
+    s = load_settings(config)
     try:
-        a = do_rollback(_ledger(workspace, config), reason, server_alias_switch(load_settings(config), workspace))
-    except LookupError as e:
+        if to:
+            a = rollback_to(_ledger(workspace, config), to, reason, server_alias_switch(s, workspace), edge_retained(s, workspace))
+        else:
+            a = do_rollback(_ledger(workspace, config), reason, server_alias_switch(s, workspace))
+    except (LookupError, ValueError) as e:
         _fail(str(e))
         return
-    typer.echo(f"live -> {a['collection']} (snapshot {a['snapshot_id'][:16]})")
+    typer.echo(f"live -> {a['collection']} (snapshot {a['snapshot_id'][:16]}{', pinned' if a.get('pinned') else ''})")
 
 
 @app.command()

@@ -17,7 +17,7 @@ from indexops import metrics as M
 from indexops.pipeline import IndexContext, recipe_hash
 from indexops.queries import QuerySet
 from indexops.retrieval import make_retriever
-from indexops.snapshot import current_snapshot_id
+from indexops.snapshot import served_snapshot_id
 
 
 @lru_cache(maxsize=1)
@@ -72,7 +72,7 @@ def evaluate_snapshot(ctx: IndexContext, qs: QuerySet, retriever: str, metric_na
     for m, values in res.per_query.items():
         for q, v in values.items():
             per_query.setdefault(q, {})[m] = v
-    sid = current_snapshot_id(ctx.ledger, ctx.collection)
+    sid = served_snapshot_id(ctx)
     recipe = {
         "snapshot_id": sid, "collection": ctx.collection, "index_recipe_hash": recipe_hash(ctx.recipe),
         "model_fingerprint": ctx.recipe["embedding"]["fingerprint"], "model": ctx.recipe["embedding"]["model"],

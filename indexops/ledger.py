@@ -190,6 +190,7 @@ aliases = Table(
     Column("collection", String(128), nullable=False),
     Column("snapshot_id", String(64)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("pinned", Integer),  # 1: readers serve exactly snapshot_id; else the collection's newest published snapshot
 )
 
 alias_history = Table(
@@ -639,13 +640,16 @@ class Ledger:
     def alias(self, name: str = "live") -> dict[str, Any] | None:
         with self.engine.connect() as c:
             r = c.execute(select(aliases).where(aliases.c.name == name)).first()
-        return None if r is None else {"name": r.name, "collection": r.collection, "snapshot_id": r.snapshot_id, "updated_at": _aware(r.updated_at).isoformat()}
+        return None if r is None else {"name": r.name, "collection": r.collection, "snapshot_id": r.snapshot_id,
+                                       "updated_at": _aware(r.updated_at).isoformat(), "pinned": bool(r.pinned)}
 
-    def set_alias(self, name: str, collection: str, snapshot_id: str | None, action: str, reason: str | None = None) -> None:
+    def set_alias(self, name: str, collection: str, snapshot_id: str | None, action: str, reason: str | None = None,
+                  pinned: bool = False) -> None:
+        """Point an alias at a collection; `pinned` holds readers on exactly `snapshot_id`."""
         now = utcnow()
         with self.engine.begin() as c:
             c.execute(delete(aliases).where(aliases.c.name == name))
-            c.execute(insert(aliases).values(name=name, collection=collection, snapshot_id=snapshot_id, updated_at=now))
+            c.execute(insert(aliases).values(name=name, collection=collection, snapshot_id=snapshot_id, updated_at=now, pinned=1 if pinned else None))
             c.execute(insert(alias_history).values(name=name, collection=collection, snapshot_id=snapshot_id, action=action, reason=reason, at=now))
 
     def alias_history(self, name: str = "live") -> list[dict[str, Any]]:
@@ -1075,6 +1079,7 @@ def _create_schema(engine: Engine) -> None:
             _init_lsh_counts(engine)
             _add_missing_columns(engine, applied_files)
             _add_missing_columns(engine, documents)
+            _add_missing_columns(engine, aliases)
             return
         except (OperationalError, ProgrammingError, IntegrityError) as e:
             # a concurrent opener created the same table between our check and our CREATE

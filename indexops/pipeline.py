@@ -49,6 +49,8 @@ class IndexContext:
     collection: str
     _store: VectorStore | None = None
     points_since_open: int = 0  # written since the store was opened or last optimized
+    snapshot_id: str | None = None  # a reader's: the published snapshot its store holds (indexops/reader.py)
+    lease: Any = None  # a reader's hold on that snapshot's replica (replicas.Lease)
 
     @property
     def store(self) -> VectorStore:
@@ -70,8 +72,13 @@ class IndexContext:
         self.points_since_open = 0
 
     def close(self) -> None:
-        self.close_store()
-        self.ledger.close()
+        try:
+            self.close_store()
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+                self.lease = None
+            self.ledger.close()
 
 
 def compact_store(ctx: IndexContext) -> bool:
@@ -200,18 +207,6 @@ def open_collection(workspace: str | Path, collection: str, ledger_url: str | No
             "the embedding model's weights or the chunker changed — vendor drift; rebuild and re-evaluate"
         )
     return ctx
-
-
-def open_live(workspace: str | Path, settings: Settings) -> IndexContext:
-    """The collection the `live` alias serves, or the configured recipe's when no alias is set."""
-    led = Ledger.for_workspace(workspace, settings.ledger.url)
-    try:
-        a = led.alias("live")
-    finally:
-        led.close()
-    if a is None:
-        return open_index(workspace, settings)
-    return open_collection(workspace, a["collection"], settings.ledger.url)
 
 
 def rebuild_batches(ctx: IndexContext, batch: int | None = None):

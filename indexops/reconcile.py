@@ -25,7 +25,7 @@ from typing import Any
 
 from indexops.models import Chunk
 from indexops.pipeline import ChunkPlan, IndexContext, embed_chunks, snapshot_id_for, write_store
-from indexops.snapshot import current_snapshot_id, recount_accumulator
+from indexops.snapshot import current_snapshot_id, publish_for_readers, recount_accumulator
 
 CAP = 100  # ids listed per kind of drift; the counts are always complete
 PAGE = 1000
@@ -173,6 +173,8 @@ def reconcile(ctx: IndexContext, repair: bool = False, *, lock: bool = True, loc
                 if repair and not found.clean:
                     _repair(ctx, issues, report)
                     report.remaining = _scan(ctx, _IssueFile(None), page, Path(tmp))
+                    if owner is not None:  # readers get the repaired content (same snapshot id)
+                        publish_for_readers(ctx, force=True)
             finally:
                 issues.close()
         return report

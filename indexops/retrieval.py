@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from indexops.pipeline import IndexContext, recipe_hash
-from indexops.snapshot import current_snapshot_id
+from indexops.snapshot import served_snapshot_id
 from indexops.store import Hit
 
 RETRIEVERS = ("bm25", "sparse", "dense", "hybrid")
@@ -188,6 +188,6 @@ def search(ctx: IndexContext, text: str, retriever: str | None = None, k: int = 
             if len(hits) >= k:
                 break
     return SearchAnswer(
-        query=text, retriever=name, snapshot_id=current_snapshot_id(ctx.ledger, ctx.collection), collection=ctx.collection,
+        query=text, retriever=name, snapshot_id=served_snapshot_id(ctx), collection=ctx.collection,
         recipe_hash=recipe_hash(ctx.recipe), hits=hits, took_ms=(time.perf_counter() - t0) * 1000,
     )

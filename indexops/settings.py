@@ -97,6 +97,24 @@ class StoreSettings(_Strict):
     )
 
 
+class ServingSettings(_Strict):
+    """How readers (a RAG app, `indexops search`, the evaluate, regression and drift flows) see the index."""
+
+    retention: int = Field(
+        3, ge=1, description="published snapshots kept per collection for readers and pins (Qdrant Edge); a snapshot a "
+        "reader holds open, and one `live` is pinned to, stay besides"
+    )
+    share_files: bool = Field(
+        True, description="a published snapshot hard-links the bulk files it shares with the previous one (publishing "
+        "costs what changed); false copies the whole shard every time"
+    )
+    verify_links: bool = Field(False, description="compare each hard-linked file with the writer's bytes when publishing (tests)")
+    check_every_s: float = Field(
+        0.0, ge=0, description="how often an open reader looks for a newer published snapshot (0: before every search; "
+        "one stat of a file) and for a moved live alias (at least every 2 s)"
+    )
+
+
 class LedgerSettings(_Strict):
     url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workspace>/ledger.db")
 
@@ -199,6 +217,7 @@ class Settings(_Strict):
     dedupe: DedupeSettings = DedupeSettings()
     validation: ValidationSettings = ValidationSettings()
     store: StoreSettings = StoreSettings()
+    serving: ServingSettings = ServingSettings()
     ledger: LedgerSettings = LedgerSettings()
     ingest: IngestSettings = IngestSettings()
     runner: RunnerSettings = RunnerSettings()

@@ -10,8 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import indexops
+from indexops import replicas
 from indexops.ledger import Ledger, multiset_term
 from indexops.pipeline import IndexContext, snapshot_id_for
+
+
+def served_snapshot_id(ctx: IndexContext) -> str:
+    """The snapshot a context answers from: a reader's published one, else the collection's current content."""
+    return ctx.snapshot_id or current_snapshot_id(ctx.ledger, ctx.collection)
 
 
 def current_snapshot_id(ledger: Ledger, collection: str) -> str:
@@ -64,7 +70,27 @@ def publish_snapshot(ctx: IndexContext, run_id: str | None) -> dict[str, Any]:
     }
     created = ledger.record_snapshot(ctx.collection, sid, run_id, manifest)
     manifest["new"] = created
+    published = publish_for_readers(ctx, sid)
+    if published is not None:
+        manifest["published"] = published
     return manifest
+
+
+def publish_for_readers(ctx: IndexContext, snapshot_id: str | None = None, force: bool = False) -> dict[str, Any] | None:
+    """Publish the writer's shard as a read replica of its snapshot (Qdrant Edge; a server back end
+    serves readers itself: None). The caller holds the index's writer lock. `force`: publish the
+    same snapshot again (its files were rewritten: a repair, an optimize)."""
+    if ctx.settings.store.backend != "edge" or ctx.snapshot_id is not None:
+        return None
+    sv = ctx.settings.serving
+    sid = snapshot_id or current_snapshot_id(ctx.ledger, ctx.collection)
+    live = ctx.ledger.alias("live")
+    keep = frozenset({live["snapshot_id"]}) if live and live.get("pinned") and live["collection"] == ctx.collection else frozenset()
+    store = ctx.store
+    store.flush()
+    rep = replicas.publish(store.path, ctx.workspace, ctx.collection, sid, retention=sv.retention, keep=keep,  # type: ignore[attr-defined]
+                           share_files=sv.share_files, verify_links=sv.verify_links, force=force)
+    return rep.to_dict()
 
 
 def diff_snapshots(ledger: Ledger, a: str, b: str) -> dict[str, Any]:

@@ -75,13 +75,17 @@ class VectorStore(Protocol):
 class EdgeStore:
     """Qdrant Edge shard in the workspace: WAL, HNSW, sparse IDF, in-process."""
 
-    def __init__(self, path: str | Path, collection: str, dim: int, memory: str = "cold") -> None:
+    def __init__(self, path: str | Path, collection: str, dim: int, memory: str = "cold", read_only: bool = False) -> None:
         import qdrant_edge as qe
 
         self._qe = qe
         self.collection = collection
         self.path = Path(path)
-        if not (self.path / "edge_config.json").exists():
+        self.read_only = read_only  # a published replica (indexops/replicas.py): searched, never written
+        if read_only:
+            if not (self.path / "edge_config.json").exists():
+                raise FileNotFoundError(f"no Qdrant Edge shard at {self.path}")
+        elif not (self.path / "edge_config.json").exists():
             self._create(dim, memory)
         else:
             _set_wal_options(self.path)
@@ -149,7 +153,12 @@ class EdgeStore:
     def _vec(self, p: StorePoint) -> dict[str, Any]:
         return {DENSE: floats(p.dense), SPARSE: self._qe.SparseVector(p.sparse[0], p.sparse[1])}
 
+    def _writable(self) -> None:
+        if self.read_only:
+            raise PermissionError(f"{self.path} is a published replica: readers never write it (writes go to the writer's shard)")
+
     def upsert(self, points: Sequence[StorePoint]) -> None:
+        self._writable()
         if points:
             qe = self._qe
             for p in points:
@@ -157,10 +166,12 @@ class EdgeStore:
             self._shard.update(qe.UpdateOperation.upsert_points([qe.Point(p.point_id, self._vec(p), p.payload) for p in points]))
 
     def overwrite_payload(self, point_id: str, payload: dict[str, Any]) -> None:
+        self._writable()
         _check_payload(payload)
         self._shard.update(self._qe.UpdateOperation.overwrite_payload([point_id], payload))
 
     def delete(self, point_ids: Sequence[str]) -> None:
+        self._writable()
         if point_ids:
             self._shard.update(self._qe.UpdateOperation.delete_points(list(point_ids)))
 
@@ -208,17 +219,19 @@ class EdgeStore:
         return self._hits(self._shard.query(qe.QueryRequest(limit=limit, prefetches=pf, query=fusion, with_payload=True)))
 
     def flush(self) -> None:
-        self._shard.flush()
+        if not self.read_only:
+            self._shard.flush()
 
     def optimize(self) -> bool:
         """Merge segments and build the HNSW index in-process; True when anything changed."""
+        self._writable()
         changed = bool(self._shard.optimize())
         self._shard.flush()
         return changed
 
     def close(self) -> None:
         try:
-            self._shard.flush()
+            self.flush()
         finally:
             self._shard.close()
 

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from indexops.pipeline import IndexContext
 from indexops.reconcile import ReconcileReport, reconcile, reconcile_markdown
+from indexops.snapshot import publish_for_readers
 
 
 @task(name="reconcile_index", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)
@@ -32,6 +33,15 @@ def optimize_store(ctx: IndexContext) -> bool:
     changed = ctx.store.optimize()
     get_run_logger().info("store %s optimized: %s", ctx.collection, "segments merged" if changed else "already optimal")
     return changed
+
+
+@task(name="publish_replica", cache_policy=NO_CACHE, timeout_seconds=3600)
+def publish_replica(ctx: IndexContext) -> dict | None:
+    """Publish the store's files again for readers (same snapshot id) after maintenance rewrote them."""
+    rep = publish_for_readers(ctx, force=True)
+    if rep is not None:
+        get_run_logger().info("published %s for readers: %d files copied, %d linked", rep["replica"], rep["files_copied"], rep["files_linked"])
+    return rep
 
 
 @task(name="prune_lsh", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)

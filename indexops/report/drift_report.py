@@ -31,7 +31,8 @@ from sqlalchemy import select
 
 from indexops import drift as D
 from indexops.ledger import Ledger, documents, query_sets
-from indexops.pipeline import IndexContext, open_collection, recipe_hash
+from indexops.pipeline import IndexContext, recipe_hash
+from indexops.reader import open_snapshot
 from indexops.regression import RegressionThresholds, Status, judge, paired_comparison
 from indexops.report.redact import Redactor
 from indexops.settings import CONFIG_DIR, Settings
@@ -140,8 +141,8 @@ class _Collector:
         collection = alias["collection"] if alias else (latest["collection"] if latest else None)
         self.ctx_error = "" if collection else "no snapshot yet"
         if collection:
-            try:
-                self.ctx = open_collection(workspace, collection, settings.ledger.url)
+            try:  # a published snapshot: the report never opens the writer's shard
+                self.ctx = open_snapshot(workspace, settings, None if alias else latest["snapshot_id"])
             except Exception as e:  # noqa: BLE001 - the ledger sections still report; the vector ones say why not
                 self.ctx_error = f"{type(e).__name__}: {e}"
         self._query_cache: dict[str, Any] | None = None

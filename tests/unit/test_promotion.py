@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from indexops.ingest import ingest_path
-from indexops.pipeline import open_collection, open_index, open_live, rebuild_collection
+from indexops.pipeline import open_collection, open_index, rebuild_collection
+from indexops.reader import open_live
 from indexops.promotion import ensure_live, promote, rollback
 from indexops.snapshot import publish_snapshot
 from tests.conftest import REPO
