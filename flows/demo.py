@@ -121,14 +121,12 @@ def main() -> None:
         for sid, v in dr["sections"].items():
             print(f"    {sid}: {v}")
         print(f"    report {dr['html']}")
-    from indexops.reader import open_live
-    from indexops.retrieval import search
+    from indexops import Index
     from indexops.settings import load_settings
 
-    ctx = open_live(ws, load_settings(config, {"embedding": {"model": args.embedder}} if args.embedder else None))
-    ans = search(ctx, "I forgot my login password", "hybrid", k=3)
-    ctx.close()
-    print(f"\n=== search 'I forgot my login password' (hybrid) on snapshot {ans.snapshot_id[:16]}: {[h['doc_id'] for h in ans.hits]}")
+    with Index.open(ws, load_settings(config, {"embedding": {"model": args.embedder}} if args.embedder else None)) as index:
+        ans = index.search("I forgot my login password", "hybrid", k=3)  # as a RAG app reads it, beside the flows
+    print(f"\n=== search 'I forgot my login password' (hybrid) on published snapshot {ans.snapshot_id[:16]}: {[h['doc_id'] for h in ans.hits]}")
     led = Ledger.for_workspace(ws)
     d = diff_snapshots(led, snaps[0], snaps[-1])
     print(f"\n=== snapshot diff first -> last: added {d['added']}, changed {d['changed']}, removed {d['removed']}")
@@ -146,6 +144,8 @@ def main() -> None:
 Where to look
   Prefect UI (flow runs, task runs; artifacts: ingest report, evaluation table, nightly regression): {ui}/runs
   Workspace (ledger.db, Qdrant Edge collection):           {ws}
+  Published snapshots readers open (any number at once):   {ws / 'replicas'}
+  Read it from an app:  from indexops import Index; Index.open("{ws}", "{config}").search("reset password")
   Drift report (open offline in a browser):                {base / 'reports' / 'drift-report.html'}
   Try:  .venv/bin/indexops snapshot show --workspace {ws}
         .venv/bin/indexops quarantine list --workspace {ws}

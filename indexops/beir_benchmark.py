@@ -13,6 +13,7 @@ from indexops.evaluation import evaluate_snapshot
 from indexops.ingest import ingest_path
 from indexops.pipeline import open_index
 from indexops.queries import beir_split
+from indexops.reader import reader_of
 from indexops.retrieval import RETRIEVERS
 from indexops.settings import Settings
 
@@ -54,8 +55,15 @@ def run_beir(
                                "documents": r["snapshot"]["documents"], "chunks": r["snapshot"]["chunks"],
                                "queries": len(qs), "retrievers": {}, "timings_s": {"ingest": t_ingest}, "recipe": ctx.recipe}
         t_eval = 0.0
+        reader = reader_of(ctx, r["snapshot"]["snapshot_id"])  # evaluate what readers are served: the published snapshot
+        try:
+            outcomes = {}
+            for name in names:
+                outcomes[name] = evaluate_snapshot(reader, qs, name, metric_names)
+        finally:
+            reader.close()
         for name in names:
-            o = evaluate_snapshot(ctx, qs, name, metric_names)
+            o = outcomes[name]
             out["retrievers"][name] = {**o.metrics, "seconds": o.seconds, "queries_per_s": len(qs) / o.seconds if o.seconds else None}
             out["timings_s"][f"eval_{name}"] = o.seconds
             t_eval += o.seconds

@@ -311,7 +311,6 @@ def eval_cmd(
 ) -> None:
     """Evaluate the live snapshot (or a retained one) on labeled queries and store the run."""
     from indexops.evaluation import evaluate_snapshot, floor_check
-    from indexops.reader import open_snapshot
     from indexops.queries import load_query_set
     from indexops.retrieval import RETRIEVERS
     from indexops.settings import load_settings

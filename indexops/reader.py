@@ -14,6 +14,7 @@ reads the collection behind the live alias (the server handles concurrency).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,23 @@ def publish_if_missing(ctx: IndexContext) -> bool:
         return True
     finally:
         ctx.ledger.release_lock(ctx.collection, owner)
+
+
+def reader_of(ctx: IndexContext, snapshot: str | None = None) -> IndexContext:
+    """A reader on a published snapshot of `ctx`'s collection (HEAD's by default) that shares its
+    embedder, chunker and BM25 encoder (no second model load): e.g. to evaluate what a run just
+    published. Close it on its own; `ctx` stays open."""
+    r = dataclasses.replace(ctx, ledger=Ledger.for_workspace(ctx.workspace, ctx.settings.ledger.url), _store=None,
+                            points_since_open=0, snapshot_id=None, lease=None)
+    try:
+        if r.settings.store.backend != "edge":
+            r.snapshot_id = current_snapshot_id(r.ledger, r.collection)
+        else:
+            attach_replica(r, _lease(r, snapshot))
+        return r
+    except BaseException:
+        r.close()
+        raise
 
 
 def attach_replica(ctx: IndexContext, lease: replicas.Lease) -> None:

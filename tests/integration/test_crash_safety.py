@@ -218,7 +218,13 @@ def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(zygote
     rng = random.Random(SEED)
     stages: Counter[str] = Counter()
     log = []
-    for trial in range(TRIALS):
+    def inside() -> int:
+        return sum(v for k, v in stages.items() if k.startswith(("inside", "between")))
+
+    # kill delays are drawn from the reference's wall time, which the machine's load moves: trials go
+    # on (at most twice as many) until enough kills landed inside the run, so coverage is not luck
+    trial = -1
+    while (trial := trial + 1) < TRIALS or (inside() < TRIALS // 4 and trial < 2 * TRIALS):
         ws = tmp_path / f"trial{trial:02d}"
         kills = 2 if rng.random() < 0.25 else 1  # sometimes the re-run is killed as well
         for _ in range(kills):
@@ -230,10 +236,10 @@ def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_run(zygote
         zygote.run(ws, feed, cfg)  # recovery in a fresh process
         got = _state(ws, cfg)
         assert got == ref, f"trial {trial} ({log[-1]}) differs from the uninterrupted run"
-    report = {"trials": TRIALS, "kills": len(log), "reference_wall_s": [round(w, 2) for w in walls], "stages": dict(stages), "log": log}
+    report = {"trials": trial, "kills": len(log), "reference_wall_s": [round(w, 2) for w in walls], "stages": dict(stages), "log": log}
     (tmp_path / "crash-report.json").write_text(json.dumps(report, indent=2))
     print("\ncrash safety:", json.dumps({k: report[k] for k in ("trials", "kills", "reference_wall_s", "stages")}, indent=1))
-    assert sum(v for k, v in stages.items() if k.startswith(("inside", "between"))) >= TRIALS // 4, stages
+    assert inside() >= TRIALS // 4, stages
 
 
 # ---- two ingests of one index at once -------------------------------------------------------------
