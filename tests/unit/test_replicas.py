@@ -261,3 +261,32 @@ def test_the_reader_api_on_both_backends(tmp_path, backend):
         assert ans.snapshot_id == sid
         assert ans.hits[0]["doc_id"] == "a"
     assert (tmp_path / "ws" / "replicas").exists() is (backend == "edge")
+
+
+def test_a_copy_edge_cannot_load_is_made_again_and_never_shown_to_readers(make_ctx, monkeypatch):
+    ctx = make_ctx(_settings())
+    s1 = _apply(ctx, _docs(30, 0))
+    real, calls = replicas._settle, []
+
+    def flaky(staging, linked):
+        calls.append(staging)
+        if len(calls) == 1:  # what the soak saw once: Edge fails to load the fresh copy
+            raise RuntimeError("Failed to deserialize payload: EOF while parsing a string")
+        return real(staging, linked)
+
+    monkeypatch.setattr(replicas, "_settle", flaky)
+    run = new_run_id()
+    apply_batch(ctx, _docs(5, 1, prefix="n"), "feed", run)
+    m = publish_snapshot(ctx, run)
+    assert m["published"]["attempts"] == 2 and "deserialize" in m["published"]["load_errors"][0]
+    r = open_live(ctx.workspace, ctx.settings)
+    try:
+        assert r.snapshot_id == m["snapshot_id"] != s1
+        assert _replica_set(r) == _ledger_set(ctx)
+    finally:
+        r.close()
+    monkeypatch.setattr(replicas, "_settle", lambda staging, linked: (_ for _ in ()).throw(RuntimeError("never loads")))
+    apply_batch(ctx, _docs(3, 2, prefix="m"), "feed", run)
+    with pytest.raises(RuntimeError, match="did not load 3 times"):
+        publish_snapshot(ctx, run)
+    assert replicas.head(replicas.replicas_root(ctx.workspace, ctx.collection)).snapshot_id == m["snapshot_id"]
