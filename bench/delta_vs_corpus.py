@@ -34,11 +34,11 @@ from bytecode import compile_repo  # noqa: E402 - bench/ is on the path only fro
 
 def child(mode: str, feed: str, ws: str) -> dict:
     t0 = time.perf_counter()
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from indexops.settings import load_settings
 
-    from indexops.replicas import disk_usage
+    from indexops.index.replicas import disk_usage
 
     ctx = open_index(Path(ws), load_settings(CONFIG))
     try:

@@ -34,8 +34,8 @@ VARIANTS = {  # name -> quantize_int8 keyword arguments (the shipped one is INT8
 
 
 def chunk_texts(data: Path, n: int) -> list[str]:
-    from indexops.chunking import Chunker
-    from indexops.embedders import make_embedder
+    from indexops.embed.factory import make_embedder
+    from indexops.ingest.chunking import Chunker
     from indexops.settings import Settings
 
     e = make_embedder(MODEL)
@@ -86,10 +86,11 @@ def main() -> None:
             raise SystemExit(f"no corpus at {a.data}; pass --data DIR (BEIR layout)")
         a.data = REPO / "tests" / "data" / "mini_beir"
 
-    from indexops.embedders import default_batch_size, make_embedder
-    from indexops.onnx_embedder import INT8_SETTINGS, OnnxEmbedder, cpu_cores, quantize_int8
+    from indexops.embed.cpu import cpu_cores
+    from indexops.embed.factory import default_batch_size, make_embedder
+    from indexops.embed.onnx import INT8_SETTINGS, OnnxEmbedder, quantize_int8
 
-    from indexops.embed_pool import PooledEmbedder, shutdown_pools
+    from indexops.embed.pool import PooledEmbedder, shutdown_pools
 
     texts = chunk_texts(a.data, n)
     rows, ref = [], None
@@ -122,7 +123,7 @@ def main() -> None:
         " --variants" if a.variants else "") + (f" --backends {a.backends}" if a.backends != BACKENDS else "") + (
         f" --pooled {a.pooled}" if a.pooled != "onnx-int8,openvino-bf16,torch-bf16" else "")
     machine = f"{platform.machine()}, {cpu_cores()} cores, Python {platform.python_version()}"
-    batch = a.batch_size or "each backend's default (indexops.embedders.default_batch_size)"
+    batch = a.batch_size or "each backend's default (indexops.embed.factory.default_batch_size)"
     print(f"\n{len(texts)} chunk texts of {a.data.name}, batch {batch} ({machine})\n")
     print("| backend | docs/s | encode s | load s | cosine to torch mean / min |\n|---|---:|---:|---:|---|")
     for r in rows:

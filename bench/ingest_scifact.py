@@ -37,9 +37,9 @@ def _children_peak_rss_mib() -> float:
 def child_ingest(data: Path, limit: int | None, texts_out: Path, config: str | None) -> dict:
     """Ingest through the indexops pipeline; record the texts handed to the encoder."""
     t0 = time.perf_counter()  # imports count on both sides
-    from indexops.embed_pool import shutdown_pools
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
+    from indexops.embed.pool import shutdown_pools
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from indexops.settings import load_settings
 
     src = data
@@ -83,7 +83,7 @@ def child_plain(texts_in: Path, batch_size: int) -> dict:
     t0 = time.perf_counter()  # imports count on both sides
     from sentence_transformers import SentenceTransformer
 
-    from indexops.embedders import resolve_model_path
+    from indexops.embed.protocol import resolve_model_path
 
     m = SentenceTransformer(resolve_model_path("all-MiniLM-L6-v2"), device="cpu")
     load = time.perf_counter() - t0
@@ -99,11 +99,11 @@ def child_own(texts_in: Path, config: str | None, count_tokens: bool = False) ->
     ingest hands it the chunker's counts, so both cut slices that pad as little."""
     texts = json.loads(texts_in.read_text())
     t0 = time.perf_counter()
-    from indexops.embedders import make_embedder
+    from indexops.embed.factory import make_embedder
     from indexops.settings import load_settings
 
-    from indexops.embed_pool import shutdown_pools
-    from indexops.pipeline import embedding_spec, pooled
+    from indexops.embed.pool import shutdown_pools
+    from indexops.index.context import embedding_spec, pooled
 
     s = load_settings(config)
     spec = embedding_spec(s)

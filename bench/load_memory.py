@@ -46,8 +46,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.docs, a.per_file, a.compact_every = 6_000, 1_000, a.compact_every or "2000"
-    from indexops.ingest import UnitsAhead, plan_source, validate_unit
-    from indexops.pipeline import apply_batch, new_run_id, open_index
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import UnitsAhead, plan_source, validate_unit
+    from indexops.ingest.stages import apply_batch, new_run_id
     from indexops.settings import load_settings
 
     feed = a.feed or Path(tempfile.mkdtemp(prefix="bench-load-")) / "feed"

@@ -347,8 +347,8 @@ def child_indexops(feed: Path, ws: Path, config: Path) -> dict[str, Any]:
     import logging
 
     logging.disable(logging.WARNING)
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from indexops.settings import load_settings
 
     ctx = open_index(ws, load_settings(config))
@@ -392,7 +392,7 @@ def checks_indexops(ctx, changes: Path) -> dict[str, Any]:
 def child_indexops_checks(ws: Path, config: Path, changes: Path) -> dict[str, Any]:
     """Checks for the index the CLI built (a separate process, so the CLI's timing stays clean)."""
     sys.path.insert(0, str(REPO))
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
     from indexops.settings import load_settings
 
     ctx = open_index(ws, load_settings(config))
@@ -519,7 +519,7 @@ def _yaml_overlay(path: Path, backend: str | None) -> Path:
 
 def _default_backend() -> str | None:
     code = ("import sys; sys.path.insert(0, sys.argv[1])\nfrom indexops.settings import load_settings\n"
-            "from indexops.embedders import resolve_backend\n"
+            "from indexops.embed.factory import resolve_backend\n"
             "e = load_settings().embedding\nprint(resolve_backend(e.backend, e.device))")
     out = subprocess.run([str(MAIN_PY), "-c", code, str(REPO)], capture_output=True, text=True)
     return out.stdout.strip() or None if out.returncode == 0 else None

@@ -17,9 +17,9 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    from indexops.evaluation import evaluate_snapshot
-    from indexops.reader import open_live
-    from indexops.queries import beir_split
+    from indexops.eval.evaluate import evaluate_snapshot
+    from indexops.eval.queries import beir_split
+    from indexops.index.reader import open_live
     from indexops.settings import load_settings
 
     ap = argparse.ArgumentParser()

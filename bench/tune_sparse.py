@@ -20,10 +20,10 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    from indexops.evaluation import evaluate_snapshot
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
-    from indexops.queries import beir_split
+    from indexops.eval.evaluate import evaluate_snapshot
+    from indexops.eval.queries import beir_split
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from indexops.settings import load_settings
 
     ap = argparse.ArgumentParser()
@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     qs = beir_split(a.data, a.split)
-    from indexops.chunking import Chunker
-    from indexops.embedders import make_embedder
+    from indexops.embed.factory import make_embedder
+    from indexops.ingest.chunking import Chunker
 
     real_tok = make_embedder("all-MiniLM-L6-v2").tokenizer()
     rows = []

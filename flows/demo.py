@@ -64,8 +64,8 @@ def main() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.ingest import ingest
+    from indexops.index.snapshot import diff_snapshots
     from indexops.ledger import Ledger
-    from indexops.snapshot import diff_snapshots
 
     feed = base / "feed" / "helpcenter"
     ws = base / "workspace"

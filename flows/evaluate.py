@@ -7,8 +7,8 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.utilities.annotations import quote  # large inputs: skip Prefect's walk over them
 
-from indexops.evaluation import BelowFloor, floor_check
-from indexops.reader import open_live
+from indexops.eval.evaluate import BelowFloor, floor_check
+from indexops.index.reader import open_live
 from indexops.settings import load_settings
 from tasks.evaluate import evaluate_retriever, load_query_set_task, publish_eval_table
 

@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.utilities.annotations import quote
 
 from flows.scalar_params import scalar_params_flow
-from indexops.ingest import (
+from indexops.ingest.driver import (
     QUICK_RUN_BYTES,
     IngestFailed,
     PendingWork,
@@ -24,8 +24,9 @@ from indexops.ingest import (
     quarantine_spike,
     run_settings,
 )
+from indexops.index.context import compact_store, needs_optimize, open_index
+from indexops.ingest.stages import new_run_id, queue_embedding
 from indexops.models import BatchCounts
-from indexops.pipeline import compact_store, needs_optimize, new_run_id, open_index, queue_embedding
 from tasks.ingest import (
     add_counts,
     chunk_documents,

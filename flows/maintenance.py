@@ -7,8 +7,8 @@ from typing import Any
 
 from prefect import flow
 
-from indexops.pipeline import open_collection, open_index
-from indexops.reconcile import raise_if_drifted
+from indexops.index.context import open_collection, open_index
+from indexops.index.reconcile import raise_if_drifted
 from indexops.settings import load_settings
 from tasks.maintenance import optimize_store, prune_lsh, publish_reconcile_report, publish_replica, reconcile_index
 

@@ -9,12 +9,13 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote  # large inputs: skip Prefect's walk over them
 
-from indexops.evaluation import RegressionFailed
-from indexops.gate import worst
-from indexops.pipeline import new_run_id, open_index
-from indexops.reader import open_live, open_snapshot
-from indexops.snapshot import current_snapshot_id
-from indexops.promotion import ensure_live, promote, server_alias_switch
+from indexops.eval.evaluate import RegressionFailed
+from indexops.eval.gate import worst
+from indexops.index.context import open_index
+from indexops.index.promotion import ensure_live, promote, server_alias_switch
+from indexops.index.reader import open_live, open_snapshot
+from indexops.index.snapshot import current_snapshot_id
+from indexops.ingest.stages import new_run_id
 from indexops.settings import load_settings
 from tasks.evaluate import (
     build_candidate_collection,

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """`indexops.Index` (the reader API) without importing the engine on `import indexops`."""
     if name == "Index":
-        from indexops.reader import Index
+        from indexops.index.reader import Index
 
         return Index
     raise AttributeError(name)

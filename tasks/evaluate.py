@@ -8,12 +8,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from indexops.evaluation import EvalOutcome, evaluate_snapshot
-from indexops.gate import GateReport, compare_evals
-from indexops.pipeline import IndexContext, rebuild_collection
-from indexops.queries import QuerySet, load_query_set
-from indexops.report.eval_summary import eval_rows, gate_markdown
-from indexops.snapshot import publish_snapshot
+from indexops.eval.evaluate import EvalOutcome, evaluate_snapshot
+from indexops.eval.gate import GateReport, compare_evals
+from indexops.eval.queries import QuerySet, load_query_set
+from indexops.eval.summary import eval_rows, gate_markdown
+from indexops.index.context import IndexContext
+from indexops.index.rebuild import rebuild_collection
+from indexops.index.snapshot import publish_snapshot
 
 
 @task(name="load_query_set", cache_policy=NO_CACHE, timeout_seconds=300, retries=2, retry_delay_seconds=5)

@@ -11,17 +11,19 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from indexops import pipeline
-from indexops.embedders import make_embedder
-from indexops.settings import RunnerSettings
-from indexops.ingest import SourcePlan, WorkUnit, plan_source, validate_unit
+from indexops.embed.factory import make_embedder
+from indexops.index.context import IndexContext, embedding_spec
+from indexops.index.promotion import ensure_live
+from indexops.index.snapshot import publish_snapshot
+from indexops.ingest import stages
+from indexops.ingest.driver import SourcePlan, WorkUnit, plan_source, validate_unit
+from indexops.ingest.plan import BatchPlan, plan_batch
+from indexops.ingest.stages import ChunkPlan
+from indexops.ingest.summary import ingest_markdown
+from indexops.ingest.validate import ValidationResult
 from indexops.ledger import AppliedFile
 from indexops.models import BatchCounts, FeedRecord, Quarantined
-from indexops.pipeline import BatchPlan, ChunkPlan, IndexContext
-from indexops.report.ingest_summary import ingest_markdown
-from indexops.promotion import ensure_live
-from indexops.snapshot import publish_snapshot
-from indexops.validate import ValidationResult
+from indexops.settings import RunnerSettings
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -63,7 +65,7 @@ def validate_batch(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str) ->
 @task(name="plan_changes", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
 def plan_changes(ctx: IndexContext, records: list[FeedRecord], feed: str, snapshot_deletes: list[str]) -> BatchPlan:
     """Diff the batch with the ledger: unchanged, stale, deleted, duplicates, to index."""
-    plan = pipeline.plan_batch(ctx, records, feed, snapshot_deletes)
+    plan = plan_batch(ctx, records, feed, snapshot_deletes)
     c = plan.counts
     get_run_logger().info(
         "to index %d, deleted %d, unchanged %d, stale %d, exact dup %d, near dup %d",
@@ -75,13 +77,13 @@ def plan_changes(ctx: IndexContext, records: list[FeedRecord], feed: str, snapsh
 @task(name="chunk_documents", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
 def chunk_documents(ctx: IndexContext, plan: BatchPlan, run_id: str) -> ChunkPlan:
     """Chunk changed documents and keep only chunks whose embed text is new."""
-    cp = pipeline.chunk_batch(ctx, plan, run_id)
+    cp = stages.chunk_batch(ctx, plan, run_id)
     get_run_logger().info("chunks to embed %d, payload-only %d, to delete %d", len(cp.to_embed), len(cp.payload_only), len(cp.delete_points))
     return cp
 
 
 @task(name="embed_chunks", cache_policy=NO_CACHE, timeout_seconds=4 * 3600)
-def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> pipeline.Vectors:
+def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> stages.Vectors:
     """Encode new chunks with a progress artifact (and a bar on a terminal)."""
     if not cp.to_embed:
         return {}
@@ -107,7 +109,7 @@ def embed_chunks(ctx: IndexContext, cp: ChunkPlan, label: str) -> pipeline.Vecto
             bar.update(tid, completed=done)
 
     try:
-        vecs = pipeline.embed_chunks(ctx, cp.to_embed, progress)
+        vecs = stages.embed_chunks(ctx, cp.to_embed, progress)
     finally:
         if bar is not None:
             bar.stop()
@@ -143,23 +145,23 @@ def task_runner_for(runner: RunnerSettings) -> Any:
     return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
 
 
-def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> pipeline.Vectors:
+def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> stages.Vectors:
     """Encode new chunks as `encode_texts` tasks spread over the task runner's workers."""
     if not cp.to_embed:
         return {}
-    texts = pipeline.distinct_embed_texts(cp.to_embed)
-    cfg = pipeline.embedding_spec(ctx.settings)
+    texts = stages.distinct_embed_texts(cp.to_embed)
+    cfg = embedding_spec(ctx.settings)
     step = ctx.settings.runner.embed_batch
     futures = [runner.submit(encode_texts, parameters={"texts": texts[i : i + step], "embedding": cfg}) for i in range(0, len(texts), step)]
     vecs = [row for f in futures for row in f.result()]
     get_run_logger().info("embedded %d chunks in %d task(s) on %s", len(cp.to_embed), len(futures), type(runner).__name__)
-    return pipeline.vectors_by_chunk(cp.to_embed, texts, vecs)
+    return stages.vectors_by_chunk(cp.to_embed, texts, vecs)
 
 
 @task(name="write_index", cache_policy=NO_CACHE, timeout_seconds=1800, **IO_RETRY)
-def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: pipeline.Vectors) -> dict[str, int]:
+def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: stages.Vectors) -> dict[str, int]:
     """Upsert and delete points in Qdrant (idempotent, before the ledger commit)."""
-    out = pipeline.write_store(ctx, cp, vectors)
+    out = stages.write_store(ctx, cp, vectors)
     get_run_logger().info("store: %s", out)
     return out
 
@@ -167,7 +169,7 @@ def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: pipeline.Vectors) -> 
 @task(name="commit_ledger", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
 def commit_ledger(ctx: IndexContext, cp: ChunkPlan, quarantined: list[Quarantined], applied_file: AppliedFile | None) -> None:
     """The batch's commit point: documents, chunks, cursor and quarantine in one transaction."""
-    pipeline.commit_batch(ctx, cp, quarantined, applied_file)
+    stages.commit_batch(ctx, cp, quarantined, applied_file)
 
 
 @task(name="publish_snapshot", cache_policy=NO_CACHE, timeout_seconds=600, **IO_RETRY)
@@ -203,4 +205,4 @@ def emit_quarantine_spike(payload: dict[str, Any]) -> None:
 
 
 def add_counts(total: BatchCounts, plan: BatchPlan, cp: ChunkPlan, res: ValidationResult) -> BatchCounts:
-    return total.add(pipeline.batch_counts(plan, cp, res.bad))
+    return total.add(stages.batch_counts(plan, cp, res.bad))

@@ -7,9 +7,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from indexops.pipeline import IndexContext
-from indexops.reconcile import ReconcileReport, reconcile, reconcile_markdown
-from indexops.snapshot import publish_for_readers
+from indexops.index.context import IndexContext
+from indexops.index.reconcile import ReconcileReport, reconcile, reconcile_markdown
+from indexops.index.snapshot import publish_for_readers
 
 
 @task(name="reconcile_index", cache_policy=NO_CACHE, timeout_seconds=6 * 3600)

@@ -9,8 +9,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from indexops.report.drift_html import headline_markdown
-from indexops.report.drift_report import build_drift_report as build_report, write_drift_report
+from indexops.drift.html import headline_markdown
+from indexops.drift.report import build_drift_report as build_report, write_drift_report
 from indexops.settings import Settings
 
 

@@ -49,7 +49,7 @@ def hashing_settings():
 @pytest.fixture
 def make_ctx(tmp_path, hashing_settings):
     """Open an index in a fresh workspace with the hashing embedder; closed after the test."""
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
 
     opened = []
 

@@ -31,10 +31,10 @@ def write_config(tmp_path: Path) -> Path:
 
 def build_workspace(tmp_path: Path) -> dict[str, Path]:
     """Returns {"workspace", "config", "query_log"}."""
-    from indexops.evaluation import evaluate_snapshot
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
-    from indexops.queries import load_query_set
+    from indexops.eval.evaluate import evaluate_snapshot
+    from indexops.eval.queries import load_query_set
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from indexops.settings import load_settings
 
     cfg = write_config(tmp_path)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from indexops.ingest import ingest_path
-from indexops.pipeline import open_index
-from indexops.reconcile import reconcile
+from indexops.index.context import open_index
+from indexops.index.reconcile import reconcile
+from indexops.ingest.driver import ingest_path
 from indexops.settings import load_settings
-from indexops.store import StorePoint
+from indexops.store.protocol import StorePoint
 from tests.conftest import REPO, write_jsonl
 
 HASHING = str(REPO / "configs" / "hashing.yaml")

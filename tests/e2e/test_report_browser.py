@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from indexops.report.drift_report import SECTIONS, build_drift_report, write_drift_report
+from indexops.drift.report import SECTIONS, build_drift_report, write_drift_report
 from indexops.settings import load_settings
 from tests.conftest import REPO
 from tests.drift_helpers import IMG, SCRIPT, build_workspace

@@ -7,8 +7,8 @@ import yaml
 
 from flows.ingest import ingest
 from indexops.ids import point_id
+from indexops.index.context import open_index
 from indexops.ledger import Ledger
-from indexops.pipeline import open_index
 from indexops.settings import load_settings
 from tests.conftest import REPO
 

@@ -101,7 +101,7 @@ def test_second_ingest_of_same_index_is_refused_while_one_runs(tmp_path):
     feed, ws = tmp_path / "feed", tmp_path / "ws"
     write_jsonl(feed / "000001-a.jsonl", _docs(3))
     _run(feed, ws)
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
     from indexops.settings import load_settings
 
     ctx = open_index(ws, load_settings(HASHING))
@@ -178,9 +178,9 @@ def test_with_an_encoder_pool_the_next_batch_file_is_read_while_one_encodes(tmp_
     next file while they encode, and every stored vector is the one the model gives its text."""
     import numpy as np
 
-    from indexops.embed_pool import shutdown_pools
-    from indexops.embedders import make_embedder
-    from indexops.pipeline import open_index
+    from indexops.embed.factory import make_embedder
+    from indexops.embed.pool import shutdown_pools
+    from indexops.index.context import open_index
     from indexops.settings import load_settings
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -10,10 +10,10 @@ from sqlalchemy import update
 
 from flows.ingest import ingest
 from flows.maintenance import maintenance
+from indexops.index.context import open_index
 from indexops.ledger import documents
-from indexops.pipeline import open_index
 from indexops.settings import load_settings
-from indexops.store import StorePoint
+from indexops.store.protocol import StorePoint
 from tests.conftest import REPO, write_jsonl
 
 HASHING = str(REPO / "configs" / "hashing.yaml")
@@ -76,7 +76,7 @@ def test_maintenance_fails_clearly_when_drift_cannot_be_repaired(tmp_path):
 def test_maintenance_prunes_the_band_rows_changed_documents_left_behind(tmp_path):
     """Ingest leaves a changed or deleted document's LSH rows in place (lookups skip them);
     maintenance deletes them: the rewritten document's old bands and the deleted one's."""
-    from indexops.dedupe import lsh_params
+    from indexops.ingest.dedupe import lsh_params
     from indexops.ledger import Ledger
 
     ws = _workspace(tmp_path)

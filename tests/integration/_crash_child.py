@@ -20,10 +20,10 @@ import traceback
 
 from tqdm import tqdm
 
-from indexops.ingest import ingest_path
-from indexops.pipeline import open_index
+from indexops.index.context import open_index
+from indexops.ingest.driver import ingest_path
+from indexops.ingest.validate import load_suite
 from indexops.settings import load_settings
-from indexops.validate import load_suite
 
 
 def run_ingest(workspace: str, feed: str, config: str) -> None:

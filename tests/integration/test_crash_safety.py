@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from indexops.index.context import open_index
+from indexops.index.reconcile import reconcile
+from indexops.index.snapshot import current_snapshot_id
 from indexops.ledger import Ledger, documents
-from indexops.pipeline import open_index
-from indexops.reconcile import reconcile
 from indexops.settings import load_settings
-from indexops.snapshot import current_snapshot_id
 from tests.conftest import REPO, write_jsonl
 from tests.unit._helpers import assert_store_matches_ledger
 

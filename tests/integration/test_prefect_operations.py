@@ -326,7 +326,7 @@ def test_ingest_killed_with_sigkill_is_crashed_and_pages_once(prefect_api, tmp_p
     the worker marks the run Crashed and the same automation pages on-call."""
     from prefect.client.orchestration import get_client
 
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
     from indexops.settings import load_settings
 
     cfg = yaml.safe_load(HASHING.read_text())

@@ -61,8 +61,8 @@ def test_flow_run_is_recorded_on_a_real_prefect_server(prefect_api, tmp_path):
 def test_real_model_ingest_and_search_sample_feed(tmp_path):
     """all-MiniLM-L6-v2 from the offline package: 384-d vectors, a weights fingerprint in the
     recipe, and a paraphrased query finds the right help article by dense search."""
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from indexops.settings import load_settings
 
     feed = tmp_path / "feed"
@@ -87,7 +87,7 @@ def test_scifact_subset_token_windows_cover_whole_abstracts(scifact_dir, tmp_pat
     """On real SciFact abstracts (most exceed 256 tokens) every word of a document lands in a chunk."""
     import json
 
-    from indexops.pipeline import open_index
+    from indexops.index.context import open_index
     from indexops.settings import load_settings
 
     docs = [json.loads(l) for l in open(scifact_dir / "corpus.jsonl")][:40]
@@ -116,10 +116,10 @@ def test_qdrant_sparse_matches_rank_bm25_reference_on_scifact(scifact_dir, tmp_p
     analysis steps, on the first 1,500 SciFact documents and the train queries judged on them."""
     import json
 
-    from indexops.evaluation import evaluate_snapshot
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
-    from indexops.queries import QuerySet, beir_split
+    from indexops.eval.evaluate import evaluate_snapshot
+    from indexops.eval.queries import QuerySet, beir_split
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from indexops.settings import load_settings
 
     sub = tmp_path / "scifact-sub"

@@ -1,11 +1,11 @@
-"""Chunkers (indexops/chunking.py): windows and sentence packing measured in the embedder's tokens."""
+"""Chunkers (indexops/ingest/chunking.py): windows and sentence packing measured in the embedder's tokens."""
 
 from __future__ import annotations
 
 import pytest
 
-from indexops.chunking import Chunker
-from indexops.embedders import HashingEmbedder, WordTokenizer
+from indexops.embed.hashing import HashingEmbedder, WordTokenizer
+from indexops.ingest.chunking import Chunker
 from indexops.settings import ChunkingSettings
 
 WORDS20 = " ".join(f"w{i}" for i in range(20))
@@ -171,7 +171,7 @@ def test_overlap_must_be_below_size(overlap):
 
 def test_warming_the_model_tokenizer_in_batches_changes_no_chunk():
     """`Chunker.warm` (one batched tokenizer call per slice of documents) is a speed-up only."""
-    from indexops.embedders import make_embedder
+    from indexops.embed.factory import make_embedder
 
     emb = make_embedder("all-MiniLM-L6-v2", backend="onnx-int8")
     settings = ChunkingSettings(max_tokens=40, overlap_tokens=8)
@@ -207,7 +207,7 @@ def test_chunks_carry_the_model_token_ids_of_their_embed_text_or_none():
     make of it); a window cut inside a word, or a title cut inside one, carries none."""
     import numpy as np
 
-    from indexops.embedders import make_embedder
+    from indexops.embed.factory import make_embedder
 
     emb = make_embedder("all-MiniLM-L6-v2", backend="onnx-int8")
     tok = emb.tokenizer()

@@ -1,16 +1,16 @@
-"""Exact and near-duplicate detection (indexops/dedupe.py and its use in pipeline.plan_batch)."""
+"""Exact and near-duplicate detection (indexops/ingest/dedupe.py and its use in indexops/ingest/plan.py: plan_batch)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from indexops import dedupe
-from indexops.dedupe import BatchBuckets, NearDuplicateIndex, Signature, lsh_params
 from indexops.ids import normalize_text
-from indexops.pipeline import apply_batch
+from indexops.index.snapshot import current_snapshot_id
+from indexops.ingest import dedupe
+from indexops.ingest.dedupe import BatchBuckets, NearDuplicateIndex, Signature, lsh_params
+from indexops.ingest.stages import apply_batch
 from indexops.settings import DedupeSettings
-from indexops.snapshot import current_snapshot_id
 from tests.unit._helpers import assert_store_matches_ledger, doc_ids_in_store, rm, settings_for, statuses, up
 
 BASE = [f"tok{i}" for i in range(100)]
@@ -70,8 +70,8 @@ def _reference_signature(nd: NearDuplicateIndex, text: str) -> np.ndarray:
     `%`): stored signatures and band keys depend on these exact values."""
     import hashlib
 
-    from indexops.dedupe import _MAX_HASH, _PRIME
     from indexops.ids import normalize_text
+    from indexops.ingest.dedupe import _MAX_HASH, _PRIME
 
     words = normalize_text(text).split(" ")
     n = nd.settings.shingle_words
@@ -109,7 +109,7 @@ def test_bucket_keys_equal_the_reference_computation():
     """Band keys live in the ledger: per band, SHA-1 of the band number and its rows' bytes."""
     import hashlib
 
-    from indexops.dedupe import band_key
+    from indexops.ingest.dedupe import band_key
 
     nd = NearDuplicateIndex(DedupeSettings())
     for t in (LONG, NEAR, FAR, ""):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from indexops import drift as D
-from indexops.chunking import Chunker
-from indexops.embedders import HashingEmbedder
-from indexops.regression import RegressionThresholds, Status, judge, paired_comparison
+from indexops.drift import statistics as D
+from indexops.embed.hashing import HashingEmbedder
+from indexops.eval.regression import RegressionThresholds, Status, judge, paired_comparison
+from indexops.ingest.chunking import Chunker
 from indexops.settings import ChunkingSettings, DriftSettings
 
 # ---- synthetic corpora ---------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from indexops.report.drift_html import headline_markdown
-from indexops.report.drift_report import SECTIONS, WorkspaceNotFound, build_drift_report, write_drift_report
+from indexops.drift.html import headline_markdown
+from indexops.drift.report import SECTIONS, WorkspaceNotFound, build_drift_report, write_drift_report
 from indexops.settings import load_settings
 from tests.drift_helpers import EMAIL, IMG, PHONE, SCRIPT, build_workspace
 
@@ -64,10 +64,10 @@ def test_texts_are_escaped_and_identifiers_redacted(planted, tmp_path):
 
 
 def test_one_eval_run_and_no_query_log_say_so(tmp_path):
-    from indexops.evaluation import evaluate_snapshot
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
-    from indexops.queries import load_query_set
+    from indexops.eval.evaluate import evaluate_snapshot
+    from indexops.eval.queries import load_query_set
+    from indexops.index.context import open_index
+    from indexops.ingest.driver import ingest_path
     from tests.conftest import write_jsonl
     from tests.drift_helpers import QRELS, QUERIES, write_config
 
@@ -101,7 +101,7 @@ def test_one_eval_run_and_no_query_log_say_so(tmp_path):
     ],
 )
 def test_redact_patterns(text, expected):
-    from indexops.report.redact import Redactor, redact
+    from indexops.drift.redact import Redactor, redact
 
     assert redact(text) == (text if expected is None else expected)
     assert Redactor(False)(text) == text and Redactor(True)(None) == ""

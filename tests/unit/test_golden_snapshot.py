@@ -12,8 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from indexops.ingest import ingest_path
-from indexops.pipeline import open_index
+from indexops.index.context import open_index
+from indexops.ingest.driver import ingest_path
 from tests.unit._helpers import settings_for
 
 SAMPLE_FEED = Path(__file__).resolve().parents[2] / "indexops" / "sample_data" / "feed"

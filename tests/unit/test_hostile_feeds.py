@@ -15,12 +15,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import indexops.ingest as ingest_mod
-from indexops.feeds.readers import FeedFileError, read_batch_file
-from indexops.ingest import ingest_path
+import indexops.ingest.driver as ingest_mod
+from indexops.ingest.driver import ingest_path
+from indexops.ingest.readers import FeedFileError, read_batch_file
+from indexops.ingest.validate import BatchRejected
 from indexops.models import MAX_METADATA_DEPTH, FeedRecord, Quarantined, SourceRecord
-from indexops.store import EdgeStore, StorePoint
-from indexops.validate import BatchRejected
+from indexops.store.edge import EdgeStore
+from indexops.store.protocol import StorePoint
 from tests.conftest import REPO, write_jsonl
 from tests.unit._helpers import assert_store_matches_ledger, settings_for
 

@@ -1,4 +1,4 @@
-"""The ledger (indexops/ledger.py) behaves identically on SQLite and on PostgreSQL."""
+"""The ledger (indexops/ledger/) behaves identically on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from indexops.ledger import _MOD, BatchCommit, ChunkRow, DocWrite, Ledger, LedgerBusy, multiset_term
+from indexops.ledger import BatchCommit, ChunkRow, DocWrite, Ledger, LedgerBusy, multiset_term
+from indexops.ledger.facade import _MOD
 from indexops.models import Quarantined
 
 
@@ -100,7 +101,7 @@ def test_band_rows_a_document_left_behind_are_never_candidates_and_maintenance_p
 def test_the_small_lsh_tier_folds_on_its_own(ledger, monkeypatch):
     """Rows go to `lsh_recent`; once it holds 1/8 of `lsh_bands` (and at least the minimum), or a
     batch wrote most of it, the commit folds it into `lsh_bands`; a re-added row is not doubled."""
-    import indexops.ledger as L
+    import indexops.ledger.schema as L
 
     monkeypatch.setattr(L, "LSH_FOLD_MIN_ROWS", 4)
     _commit(ledger, [_doc(f"d{i}", buckets=[100 + i]) for i in range(8)])  # a bulk batch: folds at once
@@ -268,7 +269,7 @@ def test_an_older_ledgers_hex_lsh_buckets_are_converted_on_open(ledger_url):
 
     from sqlalchemy import create_engine, inspect, text
 
-    from indexops.dedupe import band_key
+    from indexops.ingest.dedupe import band_key
 
     digests = [hashlib.sha1(f"band-{i}".encode()).digest() for i in range(3)]
     Ledger(ledger_url).close()  # today's schema, then the old table beside it

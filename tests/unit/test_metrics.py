@@ -1,4 +1,4 @@
-"""Retrieval metrics (indexops/metrics.py): hand-computed fixtures, edge cases, and parity with
+"""Retrieval metrics (indexops/eval/metrics.py): hand-computed fixtures, edge cases, and parity with
 trec_eval through pytrec_eval on random graded runs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from math import log2
 
 import pytest
 
-from indexops.metrics import (
+from indexops.eval.metrics import (
     DEFINITIONS,
     MetricFamily,
     MetricSpec,

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexops.embedders import SentenceTransformerEmbedder, make_embedder
-from indexops.openvino_embedder import cpu_flags
+from indexops.embed.cpu import cpu_flags
+from indexops.embed.factory import make_embedder
+from indexops.embed.torch import SentenceTransformerEmbedder
 from indexops.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -99,7 +100,7 @@ def test_fingerprint_per_backend_and_stable_across_processes(cache, fp32, int8):
     assert fp32.source_fingerprint() == int8.source_fingerprint() == t.fingerprint()
     assert fp32.tokenizer().spans("insulin resistance") == t.tokenizer().spans("insulin resistance")
     code = (
-        "from indexops.embedders import make_embedder\n"
+        "from indexops.embed.factory import make_embedder\n"
         f"print(make_embedder({MODEL!r}, backend='onnx').fingerprint(), make_embedder({MODEL!r}, backend='onnx-int8').fingerprint())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ))
@@ -107,7 +108,7 @@ def test_fingerprint_per_backend_and_stable_across_processes(cache, fp32, int8):
 
 
 def test_export_is_cached_and_reused(cache, fp32, int8, monkeypatch):
-    import indexops.onnx_embedder as oe
+    import indexops.embed.onnx as oe
 
     fp32.embed(["warm"]), int8.embed(["warm"])
     folder = cache / "onnx" / fp32.source_fingerprint()[:16]
@@ -128,7 +129,7 @@ def test_export_is_cached_and_reused(cache, fp32, int8, monkeypatch):
 def test_changed_quantisation_settings_requantise(cache, fp32, int8, monkeypatch, tmp_path):
     import shutil
 
-    import indexops.onnx_embedder as oe
+    import indexops.embed.onnx as oe
 
     before = int8.fingerprint()
     fp32.model_path(), int8.model_path()  # exported into the module's cache
@@ -147,7 +148,7 @@ def test_changed_quantisation_settings_requantise(cache, fp32, int8, monkeypatch
 
 
 def test_failed_build_leaves_nothing(tmp_path):
-    from indexops.onnx_embedder import _atomic_write
+    from indexops.embed.onnx import _atomic_write
 
     def fail(tmp: Path) -> None:
         tmp.write_bytes(b"half a model")
@@ -172,7 +173,7 @@ def test_backend_setting_and_errors():
 
 
 def test_weights_digest_is_remembered_and_invalidated_by_a_changed_file(tmp_path, monkeypatch):
-    from indexops.embedders import _remembered, _weights_digest
+    from indexops.embed.protocol import _remembered, _weights_digest
 
     monkeypatch.setenv("INDEXOPS_CACHE_DIR", str(tmp_path / "cache"))
     d = tmp_path / "model"

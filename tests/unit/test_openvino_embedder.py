@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from indexops.embed_pool import PooledEmbedder, shutdown_pools
-from indexops.embedders import make_embedder
-from indexops.openvino_embedder import cpu_has_bf16
+from indexops.embed.cpu import cpu_has_bf16
+from indexops.embed.factory import make_embedder
+from indexops.embed.pool import PooledEmbedder, shutdown_pools
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -55,7 +55,7 @@ def test_bf16_really_runs_in_bf16_where_the_cpu_has_it(cache, fp32_vecs):
 def test_fingerprints_name_runtime_and_precision_and_are_stable_across_processes(cache):
     fps = {b: make_embedder(MODEL, backend=b).fingerprint() for b in ("onnx", "onnx-int8", "openvino", "openvino-bf16")}
     assert len(set(fps.values())) == 4
-    code = f"from indexops.embedders import make_embedder\nprint(make_embedder({MODEL!r}, backend='openvino-bf16').fingerprint())"
+    code = f"from indexops.embed.factory import make_embedder\nprint(make_embedder({MODEL!r}, backend='openvino-bf16').fingerprint())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ))
     assert out.stdout.strip() == fps["openvino-bf16"]
 
@@ -72,7 +72,7 @@ def test_encoder_processes_give_the_in_process_vectors(cache):
 
 
 def test_unknown_precision_is_refused():
-    from indexops.openvino_embedder import OpenVinoEmbedder
+    from indexops.embed.openvino import OpenVinoEmbedder
 
     with pytest.raises(ValueError, match="bf16 or f32"):
         OpenVinoEmbedder(MODEL, precision="int4")

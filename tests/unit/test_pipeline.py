@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from indexops.ingest import PendingWork, ingest_path, pending_work, plan_source
-from indexops.pipeline import apply_batch, chunk_batch, embed_chunks, plan_batch, write_store
-from indexops.snapshot import current_snapshot_id
+from indexops.index.snapshot import current_snapshot_id
+from indexops.ingest.driver import PendingWork, ingest_path, pending_work, plan_source
+from indexops.ingest.plan import plan_batch
+from indexops.ingest.stages import apply_batch, chunk_batch, embed_chunks, write_store
 from tests.conftest import write_jsonl
 from tests.unit._helpers import (
     assert_store_matches_ledger,
@@ -131,7 +132,7 @@ def test_a_rerun_reads_no_applied_file_whose_size_and_mtime_are_unchanged(make_c
     was taken from (a no-op costs O(new files), not O(feed history)); any other stat is hashed again."""
     import os
 
-    import indexops.feeds.sources as sources
+    import indexops.ingest.sources as sources
 
     feed = tmp_path / "news"
     write_jsonl(feed / "b-001.jsonl", [{"id": "x", "text": "original text"}])
@@ -163,7 +164,7 @@ def test_files_applied_before_stats_were_kept_are_hashed_once_then_trusted(make_
 
     from sqlalchemy import update
 
-    import indexops.feeds.sources as sources
+    import indexops.ingest.sources as sources
     from indexops.ledger import applied_files
 
     feed = tmp_path / "news"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from indexops.ingest import ingest_path
-from indexops.pipeline import open_collection, open_index, rebuild_collection
-from indexops.reader import open_live
-from indexops.promotion import ensure_live, promote, rollback
-from indexops.snapshot import publish_snapshot
+from indexops.index.context import open_collection, open_index
+from indexops.index.promotion import ensure_live, promote, rollback
+from indexops.index.reader import open_live
+from indexops.index.rebuild import rebuild_collection
+from indexops.index.snapshot import publish_snapshot
+from indexops.ingest.driver import ingest_path
 from tests.conftest import REPO
 
 MINI = REPO / "tests" / "data" / "mini_beir"
@@ -53,7 +54,7 @@ def test_rebuild_promote_rollback_round_trip(tmp_path, hashing_settings):
 def test_promote_moves_the_server_alias_before_the_ledger(tmp_path, hashing_settings):
     """With a Qdrant server back end the server-side alias follows; if switching fails, the
     ledger keeps the old alias (it never claims a switch that did not happen)."""
-    from indexops.store import QdrantClientStore
+    from indexops.store.qdrant_client import QdrantClientStore
 
     ws = tmp_path / "ws"
     blue = open_index(ws, hashing_settings)

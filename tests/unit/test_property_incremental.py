@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from indexops.ids import canonical_json, text_hash
+from indexops.index.context import open_index
+from indexops.index.snapshot import current_snapshot_id, recompute_snapshot_id
+from indexops.ingest.stages import apply_batch
 from indexops.models import FeedRecord
-from indexops.pipeline import apply_batch, open_index
-from indexops.snapshot import current_snapshot_id, recompute_snapshot_id
 from tests.unit._helpers import assert_store_matches_ledger, ledger_points, settings_for
 
 SETTINGS = settings_for({

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from indexops.feeds.readers import FeedFileError, is_batch_file, read_batch_file
-from indexops.feeds.sources import scan_delta_feed
-from indexops.ingest import ingest_path
-from indexops.validate import BatchRejected
+from indexops.ingest.driver import ingest_path
+from indexops.ingest.readers import FeedFileError, is_batch_file, read_batch_file
+from indexops.ingest.sources import scan_delta_feed
+from indexops.ingest.validate import BatchRejected
 from tests.conftest import REPO
 from tests.unit._helpers import settings_for
 

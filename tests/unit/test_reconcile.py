@@ -8,10 +8,10 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from indexops.ingest import ingest_path
+from indexops.index.reconcile import CAP, IndexDrift, raise_if_drifted, reconcile, reconcile_markdown
+from indexops.ingest.driver import ingest_path
 from indexops.ledger import ChunkRow, Ledger, LedgerBusy, documents
-from indexops.reconcile import CAP, IndexDrift, raise_if_drifted, reconcile, reconcile_markdown
-from indexops.store import StorePoint
+from indexops.store.protocol import StorePoint
 from tests.conftest import write_jsonl
 from tests.unit._helpers import assert_store_matches_ledger, ledger_points, settings_for
 

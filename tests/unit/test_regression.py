@@ -1,4 +1,4 @@
-"""Paired regression comparison (indexops/regression.py): bootstrap CI, sign-flip test,
+"""Paired regression comparison (indexops/eval/regression.py): bootstrap CI, sign-flip test,
 win/tie/loss and the pass/warn/fail verdict."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from indexops.metrics import evaluate
-from indexops.regression import (
+from indexops.eval.metrics import evaluate
+from indexops.eval.regression import (
     PairedComparison,
     RegressionThresholds,
     Status,

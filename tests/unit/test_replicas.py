@@ -12,14 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexops import replicas
-from indexops.ingest import ingest_path
+from indexops.index import replicas
+from indexops.index.context import open_index, snapshot_id_for
+from indexops.index.promotion import edge_retained, promote, rollback_to
+from indexops.index.reader import Index, open_live, open_snapshot
+from indexops.index.snapshot import current_snapshot_id, publish_snapshot
+from indexops.ingest.driver import ingest_path
+from indexops.ingest.stages import apply_batch, new_run_id
 from indexops.ledger import multiset_term
-from indexops.pipeline import apply_batch, new_run_id, open_index, snapshot_id_for
-from indexops.promotion import edge_retained, promote, rollback_to
-from indexops.reader import Index, open_live, open_snapshot
-from indexops.snapshot import current_snapshot_id, publish_snapshot
-from indexops.store import EdgeStore, StorePoint
+from indexops.store.edge import EdgeStore
+from indexops.store.protocol import StorePoint
 from tests.unit._helpers import rm, settings_for, up
 
 SAMPLE = Path(__file__).resolve().parents[2] / "indexops" / "sample_data"
@@ -215,8 +217,8 @@ def test_rollback_to_a_snapshot_no_longer_retained_says_so(make_ctx):
 
 
 def test_eval_of_a_pinned_snapshot_reproduces_its_stored_eval(tmp_path):
-    from indexops.evaluation import evaluate_snapshot
-    from indexops.queries import load_query_set
+    from indexops.eval.evaluate import evaluate_snapshot
+    from indexops.eval.queries import load_query_set
 
     s = settings_for({"serving": {"verify_links": True}, "validation": {"max_bad_fraction": 0.5}})  # the sample feed quarantines a row
     feed = tmp_path / "feed"

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from indexops.analysis import Analyzer
-from indexops.bm25_exact import FastBM25Okapi
-from indexops.evaluation import evaluate_snapshot
-from indexops.ingest import ingest_path
-from indexops.queries import QuerySet, beir_split
-from indexops.retrieval import aggregate_max, make_retriever, search
-from indexops.store import Hit
+from indexops.eval.analysis import Analyzer
+from indexops.eval.bm25_exact import FastBM25Okapi
+from indexops.eval.evaluate import evaluate_snapshot
+from indexops.eval.queries import QuerySet, beir_split
+from indexops.eval.retrieval import aggregate_max, make_retriever, search
+from indexops.ingest.driver import ingest_path
+from indexops.store.protocol import Hit
 from tests.conftest import REPO
 
 MINI = REPO / "tests" / "data" / "mini_beir"
@@ -77,7 +77,7 @@ def test_every_retriever_returns_k_ranked_documents(mini_ctx, name):
 
 
 def test_search_answer_names_snapshot_and_recipe(mini_ctx):
-    from indexops.snapshot import current_snapshot_id
+    from indexops.index.snapshot import current_snapshot_id
 
     ans = search(mini_ctx, "insulin glucose diabetes", "hybrid", k=3)
     assert ans.snapshot_id == current_snapshot_id(mini_ctx.ledger, mini_ctx.collection)

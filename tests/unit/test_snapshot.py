@@ -1,12 +1,13 @@
-"""Snapshot ids and manifests (indexops/snapshot.py): a content address of what the index holds."""
+"""Snapshot ids and manifests (indexops/index/snapshot.py): a content address of what the index holds."""
 
 from __future__ import annotations
 
 import pytest
 
-from indexops.ingest import ingest_path
-from indexops.pipeline import apply_batch, snapshot_id_for
-from indexops.snapshot import current_snapshot_id, diff_snapshots, publish_snapshot, recompute_snapshot_id
+from indexops.index.context import snapshot_id_for
+from indexops.index.snapshot import current_snapshot_id, diff_snapshots, publish_snapshot, recompute_snapshot_id
+from indexops.ingest.driver import ingest_path
+from indexops.ingest.stages import apply_batch
 from tests.conftest import write_jsonl
 from tests.unit._helpers import assert_store_matches_ledger, rm, settings_for, ts, up
 

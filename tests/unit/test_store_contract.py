@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from indexops.ids import point_id
-from indexops.store import EdgeStore, QdrantClientStore, StorePoint, is_uuid, open_store
+from indexops.store.edge import EdgeStore
+from indexops.store.factory import open_store
+from indexops.store.protocol import StorePoint, is_uuid
+from indexops.store.qdrant_client import QdrantClientStore
 
 DIM = 4
 # unit vectors along the axes: the nearest neighbour of an axis is unambiguous

@@ -12,7 +12,8 @@ from pathlib import Path
 import qdrant_edge as qe
 
 from indexops.ids import point_id
-from indexops.store import WAL_OPTIONS, EdgeStore, StorePoint
+from indexops.store.edge import WAL_OPTIONS, EdgeStore
+from indexops.store.protocol import StorePoint
 
 DIM = 4
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,8 @@ def test_updates_across_and_beyond_wal_segments_survive_a_process_that_never_flu
 import os, sys
 sys.path.insert(0, {str(ROOT)!r})
 from indexops.ids import point_id
-from indexops.store import EdgeStore, StorePoint
+from indexops.store.edge import EdgeStore
+from indexops.store.protocol import StorePoint
 s = EdgeStore({str(path)!r}, "wal", {DIM})
 def pts(lo, hi):
     return [StorePoint(point_id(f"p{{i}}"), [1.0, 0.0, 0.0, float(i % 7)], ([i % 50], [1.0]), {{"doc_id": f"d{{i}}", "text": "w" * 2500}}) for i in range(lo, hi)]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexops import embed_pool
-from indexops.embed_pool import PooledEmbedder, WorkerDied, shutdown_pools
-from indexops.embedders import SentenceTransformerEmbedder, default_batch_size, make_embedder, resolve_backend
-from indexops.pipeline import open_index, pooled
+from indexops.embed import pool as embed_pool
+from indexops.embed.factory import default_batch_size, make_embedder, resolve_backend
+from indexops.embed.pool import PooledEmbedder, WorkerDied, shutdown_pools
+from indexops.embed.torch import SentenceTransformerEmbedder
+from indexops.index.context import open_index, pooled
 from indexops.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -41,7 +42,7 @@ def test_bf16_vectors_stay_close_to_float32_and_get_their_own_fingerprint(fp32_v
 
 
 def test_auto_backend_follows_the_cpu_and_is_torch_elsewhere(monkeypatch):
-    import indexops.openvino_embedder as ov
+    import indexops.embed.cpu as ov
 
     assert resolve_backend("auto") == ("openvino-bf16" if ov.cpu_has_bf16() else "onnx-int8")
     monkeypatch.setattr(ov, "cpu_has_bf16", lambda: False)
@@ -144,7 +145,7 @@ def test_prefetched_texts_come_back_in_order_and_unasked_ones_are_dropped(fp32_v
 def test_given_token_counts_order_the_slices_and_change_no_vector():
     """With `lengths` the pool cuts slices from texts sorted by them (what pads least in the
     workers), not by characters; a missing count falls back to characters for that job."""
-    from indexops.embedders import HashingEmbedder
+    from indexops.embed.hashing import HashingEmbedder
 
     local = HashingEmbedder(16)
     spec = {"model": "hashing", "dim": 16, "batch_size": None, "device": "cpu", "normalize": True, "backend": "torch"}
@@ -167,7 +168,7 @@ def test_given_token_counts_order_the_slices_and_change_no_vector():
 def test_ingest_reads_the_next_unit_while_one_encodes_and_stores_the_right_vectors(tmp_path, fp32_vecs):
     import json
 
-    from indexops.ingest import ingest_path
+    from indexops.ingest.driver import ingest_path
 
     feed = tmp_path / "feed"
     feed.mkdir()
@@ -195,7 +196,7 @@ def test_a_small_prefetch_encodes_on_a_thread_of_this_process_and_embed_takes_it
     guess that failed is encoded again by the caller."""
     import threading
 
-    from indexops.embedders import HashingEmbedder
+    from indexops.embed.hashing import HashingEmbedder
 
     class Recording(HashingEmbedder):
         def __init__(self, dim: int, fail_first: bool = False) -> None:
@@ -243,7 +244,7 @@ def test_a_small_delta_starts_encoding_before_its_run_and_the_run_takes_the_vect
     without encoding them itself."""
     import json
 
-    from indexops.ingest import encode_ahead_of_run, ingest_path
+    from indexops.ingest.driver import encode_ahead_of_run, ingest_path
 
     feed = tmp_path / "feed"
     feed.mkdir()

@@ -1,4 +1,4 @@
-"""Batch validation (indexops/validate.py): the Great Expectations suite plus the pydantic record,
+"""Batch validation (indexops/ingest/validate.py): the Great Expectations suite plus the pydantic record,
 per-row quarantine, and whole-batch rejection above validation.max_bad_fraction."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from indexops.ingest import ingest_path
+from indexops.ingest.driver import ingest_path
+from indexops.ingest.validate import BatchRejected, ValidationResult, load_suite, validate_records
 from indexops.models import SourceRecord
-from indexops.validate import BatchRejected, ValidationResult, load_suite, validate_records
 from tests.conftest import REPO, write_jsonl
 from tests.unit._helpers import settings_for
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexops.feeds.readers import FeedFileError, read_batch_file
+from indexops.ingest.readers import FeedFileError, read_batch_file
+from indexops.ingest.validate import native_supported, validate_records
 from indexops.models import SourceRecord
-from indexops.validate import native_supported, validate_records
 from tests.conftest import REPO
 
 SUITE = REPO / "configs" / "expectations" / "feed_record.json"

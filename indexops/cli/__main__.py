@@ -1,0 +1,5 @@
+"""`python -m indexops.cli`."""
+
+from indexops.cli import main
+
+main()

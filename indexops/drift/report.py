@@ -1,0 +1,636 @@
+"""The drift report: gather from the ledger (and the live store), run the drift tests, and write
+`drift-report.json` (every figure the report shows) and `drift-report.html` (self-contained).
+
+Four sections, each with a verdict (ok / warn / alert, or n/a with the reason) and the snapshot
+ids and recipe hashes it compares:
+
+1. retrieval — recall@k, nDCG@10, MRR per retriever across eval runs; latest vs baseline with
+   paired bootstrap CIs (verdicts by `regression.warn_drop` / `fail_drop` / `alpha`); the
+   per-query regressions.
+2. corpus — documents added / updated / deleted per snapshot, duplicate and quarantine rates,
+   chunk-length test, vocabulary test and OOV share, freshness per feed, document ages.
+3. embedding — MMD and domain-classifier tests of new chunks against the baseline's, and of
+   recent production queries against the labeled queries, with 2-D projections.
+4. coverage — share of recent production queries whose nearest labeled query is far.
+
+Every text passes the `Redactor` (when `drift.redact`) before it enters the model; the HTML
+renderer escapes every string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from indexops.drift import statistics as D
+from indexops.drift.redact import Redactor
+from indexops.eval.regression import RegressionThresholds, Status, judge, paired_comparison
+from indexops.index.context import IndexContext, recipe_hash
+from indexops.index.reader import open_snapshot
+from indexops.ledger import Ledger, documents, query_sets
+from indexops.settings import CONFIG_DIR, Settings
+
+SCHEMA = "indexops.drift-report/1"
+SECTIONS = {
+    "retrieval": "Retrieval quality over time",
+    "corpus": "Corpus change",
+    "embedding": "Embedding drift",
+    "coverage": "Coverage of production queries",
+}
+HTML_NAME, JSON_NAME = "drift-report.html", "drift-report.json"
+_STATUS_LEVEL = {Status.PASS: D.Level.OK, Status.WARN: D.Level.WARN, Status.FAIL: D.Level.ALERT}
+
+
+class WorkspaceNotFound(FileNotFoundError):
+    """The workspace (or its ledger) does not exist."""
+
+
+def parse_since(value: str | datetime | None) -> datetime | None:
+    """An ISO date or datetime (naive = UTC).
+
+    Raises:
+        ValueError: not an ISO 8601 date.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"--since must be an ISO date such as 2026-11-01 or 2026-11-01T12:00:00Z, not {value!r}") from None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def _ts(s: Any) -> datetime | None:
+    if s is None:
+        return None
+    if isinstance(s, (int, float)) and not isinstance(s, bool):
+        return datetime.fromtimestamp(float(s), timezone.utc) if math.isfinite(s) else None
+    try:
+        return parse_since(str(s))
+    except ValueError:
+        return None
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), nd)
+
+
+def _config_path(p: str | Path) -> Path:
+    """A relative path from the working directory, else from configs/ (as `validation.suite`)."""
+    path = Path(p)
+    if path.is_absolute() or path.exists():
+        return path
+    alt = (CONFIG_DIR / path).resolve()
+    return alt if alt.exists() else path
+
+
+def _snap_ref(s: dict[str, Any] | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    rec = s.get("recipe") or {}
+    emb, ch = rec.get("embedding", {}), rec.get("chunker", {})
+    return {
+        "snapshot_id": s["snapshot_id"], "collection": s.get("collection"), "created_at": s.get("created_at"),
+        "recipe_hash": recipe_hash(rec) if rec else None, "documents": s.get("documents"), "chunks": s.get("chunks"),
+        "recipe": f"{emb.get('model', '?')} ({str(emb.get('fingerprint', ''))[:12]}), {ch.get('strategy', '?')} "
+                  f"{ch.get('max_tokens', '?')}/{ch.get('overlap_tokens', '?')} tokens",
+    }
+
+
+def _section(sid: str, checks: list[D.DriftTest], compares: list[dict[str, Any]], **parts: Any) -> dict[str, Any]:
+    verdict = D.Level.worst([c.verdict for c in checks])
+    flagged = [c for c in checks if c.verdict is verdict and verdict in (D.Level.WARN, D.Level.ALERT)]
+    if flagged:
+        reason = "; ".join(f"{c.name}: {c.reason}" for c in flagged[:3])
+    elif verdict is D.Level.OK:
+        reason = "every check within its thresholds"
+    else:
+        reason = next((c.reason for c in checks), "no data")
+    return {"id": sid, "title": SECTIONS[sid], "verdict": verdict.value, "reason": reason, "compares": compares,
+            "checks": [c.to_dict() for c in checks], "figures": parts.get("figures", {}), "tables": parts.get("tables", {}),
+            "notes": parts.get("notes", [])}
+
+
+class _Collector:
+    def __init__(self, workspace: Path, settings: Settings, since: datetime | None, now: datetime, scrub: Redactor,
+                 query_log: Path | None) -> None:
+        self.ws = workspace
+        self.s = settings
+        self.d = settings.drift
+        self.since = since
+        self.now = now
+        self.scrub = scrub
+        self.query_log = query_log
+        self.notes: list[str] = []
+        self.ctx: IndexContext | None = None
+        self.ledger = Ledger.for_workspace(workspace, settings.ledger.url)
+        # the collection the live alias serves, else the latest snapshot's — reopened with the
+        # settings it was built with, so the report needs no recipe config
+        alias = self.ledger.alias("live")
+        latest = self.ledger.latest_snapshot()
+        collection = alias["collection"] if alias else (latest["collection"] if latest else None)
+        self.ctx_error = "" if collection else "no snapshot yet"
+        if collection:
+            try:  # a published snapshot: the report never opens the writer's shard
+                self.ctx = open_snapshot(workspace, settings, None if alias else latest["snapshot_id"])
+            except Exception as e:  # noqa: BLE001 - the ledger sections still report; the vector ones say why not
+                self.ctx_error = f"{type(e).__name__}: {e}"
+        self._query_cache: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
+        self.ledger.close()
+
+    def rng(self, tag: int) -> np.random.Generator:
+        return np.random.default_rng([self.d.seed, tag])
+
+    def sample(self, items: Sequence[Any], n: int, tag: int) -> list[Any]:
+        items = sorted(items)
+        if len(items) <= n:
+            return list(items)
+        idx = np.sort(self.rng(tag).choice(len(items), size=n, replace=False))
+        return [items[i] for i in idx]
+
+    def test_kw(self) -> dict[str, Any]:
+        return {"alpha": self.d.alpha, "warn_alpha": self.d.warn_alpha, "seed": self.d.seed}
+
+    # ---- snapshots ---------------------------------------------------------------------------
+    def snapshots(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None, str]:
+        snaps = self.ledger.list_snapshots()
+        coll = self.ctx.collection if self.ctx else None
+        live_snaps = [s for s in snaps if s["collection"] == coll] or snaps
+        live = live_snaps[-1] if live_snaps else None
+        if not snaps:
+            return snaps, None, None, "no snapshot yet"
+        if self.since is not None:
+            before = [s for s in snaps if (_ts(s["created_at"]) or self.now) <= self.since]
+            return snaps, (before[-1] if before else snaps[0]), live, (
+                f"last snapshot at or before {self.since.isoformat()}" if before else f"no snapshot before {self.since.isoformat()}: the first one")
+        if self.d.baseline == "pinned":
+            pinned = [e for e in self.ledger.list_evals() if e["pinned"]]
+            for e in reversed(pinned):
+                match = [s for s in snaps if s["snapshot_id"] == e["snapshot_id"]]
+                if match:
+                    return snaps, match[-1], live, f"snapshot of the pinned baseline eval ({e['retriever']}, {e['eval_id'][:12]})"
+            return snaps, snaps[0], live, "no pinned baseline eval: the first snapshot"
+        return snaps, snaps[0], live, "the first snapshot"
+
+    # ---- query texts -------------------------------------------------------------------------
+    def labeled_queries(self) -> tuple[dict[str, str], str]:
+        from indexops.eval.queries import _read_queries
+
+        if self.d.labeled_queries is not None:
+            p = _config_path(self.d.labeled_queries)
+            if p.is_file():
+                return _read_queries(p), f"{p.name}"
+            return {}, f"labeled queries file {p} not found"
+        evals = self.ledger.list_evals()
+        if not evals:
+            return {}, "no eval run: no labeled query set known"
+        qh = evals[-1]["query_set_hash"]
+        with self.ledger.engine.connect() as c:
+            row = c.execute(select(query_sets).where(query_sets.c.hash == qh)).first()
+        if row is None or not row.source or " + " not in row.source:
+            return {}, "the latest eval's query set has no readable source"
+        qp, _, _rp = row.source.partition(" + ")
+        if not Path(qp).is_file():
+            return {}, f"the labeled queries file {Path(qp).name} is no longer readable"
+        return _read_queries(Path(qp)), f"{row.name} ({qh[:12]})"
+
+    def production_queries(self) -> tuple[list[dict[str, Any]], str]:
+        path = self.query_log or self.d.query_log
+        if path is None:
+            return [], "no query log configured (drift.query_log)"
+        p = _config_path(path)
+        if not p.is_file():
+            return [], f"query log {p.name} not found"
+        rows, bad = [], 0
+        with open(p, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    o = json.loads(line)
+                except json.JSONDecodeError:
+                    bad += 1
+                    continue
+                if not isinstance(o, dict):
+                    bad += 1
+                    continue
+                text = o.get("query", o.get("text", o.get("q")))
+                if not isinstance(text, str) or not text.strip():
+                    bad += 1
+                    continue
+                rows.append({"text": text, "ts": _ts(o.get("timestamp", o.get("ts", o.get("time"))))})
+        stamped = [r["ts"] for r in rows if r["ts"] is not None]
+        if self.since is not None:
+            start = self.since
+        elif stamped:
+            start = max(stamped) - timedelta(days=self.d.query_window_days)
+        else:
+            start = None
+        recent = [r for r in rows if start is None or r["ts"] is None or r["ts"] >= start]
+        info = f"{len(recent)} of {len(rows)} logged queries" + (f" since {start.isoformat()}" if start else "") + (f", {bad} unreadable lines" if bad else "")
+        return recent, info
+
+    def query_vectors(self) -> dict[str, Any]:
+        """Embeddings of recent production queries and of the labeled queries (cached)."""
+        if self._query_cache is not None:
+            return self._query_cache
+        labeled, lab_info = self.labeled_queries()
+        prod, prod_info = self.production_queries()
+        out: dict[str, Any] = {"labeled_info": lab_info, "production_info": prod_info, "labeled": {}, "production": [],
+                               "lab_vecs": np.zeros((0, 1)), "prod_vecs": np.zeros((0, 1))}
+        if self.ctx is not None and labeled and prod:
+            prod = [prod[i] for i in self.sample(list(range(len(prod))), self.d.max_sample, 41)]
+            qids = sorted(labeled)
+            out["labeled"] = {q: labeled[q] for q in qids}
+            out["production"] = prod
+            out["lab_vecs"] = np.asarray(self.ctx.embedder.embed([labeled[q] for q in qids]), np.float64)
+            out["prod_vecs"] = np.asarray(self.ctx.embedder.embed([r["text"] for r in prod]), np.float64)
+        self._query_cache = out
+        return out
+
+    # ---- 1. retrieval ----------------------------------------------------------------------------
+    def retrieval(self) -> dict[str, Any]:
+        evals = self.ledger.list_evals()
+        if not evals:
+            return _section("retrieval", [D.not_applicable("eval runs", "no eval run in the ledger: run `indexops eval` or the evaluate flow")], [])
+        qh = evals[-1]["query_set_hash"]
+        labeled, _ = self.labeled_queries()
+        reg = self.s.regression
+        thresholds = RegressionThresholds(warn_drop=reg.warn_drop, fail_drop=reg.fail_drop, alpha=reg.alpha, metrics=reg.metrics)
+        checks: list[D.DriftTest] = []
+        compares, series, latest_rows, regressions = [], {}, [], []
+        retrievers = sorted({e["retriever"] for e in evals if e["query_set_hash"] == qh})
+        for r in retrievers:
+            runs = [e for e in evals if e["retriever"] == r and e["query_set_hash"] == qh]
+            window = [e for e in runs if self.since is None or (_ts(e["created_at"]) or self.now) >= self.since] or runs[-1:]
+            metrics = [m for m in self.d.retrieval_metrics if m in window[-1]["metrics"].get("means", {})]
+            series[r] = [{"eval_id": e["eval_id"], "created_at": e["created_at"], "snapshot_id": e["snapshot_id"],
+                          "metrics": {m: _r(e["metrics"]["means"].get(m), 6) for m in metrics}} for e in window]
+            latest = window[-1]
+            pinned = self.ledger.pinned_eval(r, qh)
+            base = pinned if pinned is not None and pinned["eval_id"] != latest["eval_id"] else (window[0] if len(window) > 1 else None)
+            if base is None:
+                checks.append(D.not_applicable(f"{r}", "only one eval run: nothing to compare yet"))
+                continue
+            compares.append({"label": f"{r} eval", "baseline": {"eval_id": base["eval_id"], "snapshot_id": base["snapshot_id"],
+                                                                 "recipe_hash": base["recipe"].get("index_recipe_hash"), "pinned": bool(base.get("pinned"))},
+                             "current": {"eval_id": latest["eval_id"], "snapshot_id": latest["snapshot_id"],
+                                         "recipe_hash": latest["recipe"].get("index_recipe_hash")}})
+            bq, _ = self.ledger.eval_queries(base["eval_id"])
+            cq, _ = self.ledger.eval_queries(latest["eval_id"])
+            for m in metrics:
+                b = {q: v[m] for q, v in bq.items() if m in v}
+                c = {q: v[m] for q, v in cq.items() if m in v}
+                if not b and not c:
+                    continue
+                comp = paired_comparison(b, c, metric=m, confidence=1.0 - reg.alpha, n_resamples=self.d.bootstrap,
+                                         n_permutations=self.d.bootstrap, seed=self.d.seed)
+                mv = judge(comp, thresholds)
+                checks.append(D.DriftTest(f"{r} {m}", comp.mean_delta, comp.p_value, _STATUS_LEVEL[mv.status], mv.reason,
+                                          comp.n_queries, comp.n_queries,
+                                          {"baseline": _r(comp.mean_baseline, 6), "latest": _r(comp.mean_candidate, 6), "ci_low": _r(comp.ci_low, 6),
+                                           "ci_high": _r(comp.ci_high, 6), "confidence": comp.confidence, "wins": comp.wins, "ties": comp.ties,
+                                           "losses": comp.losses}))
+                latest_rows.append({"retriever": r, "metric": m, "baseline": _r(comp.mean_baseline), "latest": _r(comp.mean_candidate),
+                                    "delta": _r(comp.mean_delta), "ci_low": _r(comp.ci_low), "ci_high": _r(comp.ci_high), "p_value": _r(comp.p_value),
+                                    "verdict": _STATUS_LEVEL[mv.status].value})
+            for q in sorted(set(bq) | set(cq)):
+                deltas = {m: cq.get(q, {}).get(m, 0.0) - bq.get(q, {}).get(m, 0.0) for m in metrics}
+                worst = min(deltas.values(), default=0.0)
+                if worst < -1e-9:
+                    regressions.append({"retriever": r, "qid": self.scrub(q), "query": self.scrub(labeled.get(q, ""))[:200],
+                                        "worst_delta": _r(worst), **{f"{m} baseline": _r(bq.get(q, {}).get(m, 0.0)) for m in metrics},
+                                        **{f"{m} latest": _r(cq.get(q, {}).get(m, 0.0)) for m in metrics}})
+        regressions.sort(key=lambda x: (x["worst_delta"], x["retriever"], x["qid"]))
+        return _section("retrieval", checks, compares, figures={"series": series},
+                        tables={"latest_vs_baseline": latest_rows, "regressions": regressions[: self.d.regressions_shown],
+                                "regressions_total": len(regressions)},
+                        notes=[f"query set {qh[:12]}; verdict per metric: warn on a mean drop > {reg.warn_drop}, alert on a drop > "
+                               f"{reg.fail_drop} whose {1 - reg.alpha:.0%} CI lies below zero (regression settings)"])
+
+    # ---- 2. corpus -------------------------------------------------------------------------------
+    def corpus(self, snaps: list[dict[str, Any]], base: dict[str, Any] | None, live: dict[str, Any] | None, base_why: str) -> dict[str, Any]:
+        if base is None or live is None:
+            return _section("corpus", [D.not_applicable("snapshots", "no snapshot yet: run an ingest first")], [])
+        d = self.d
+        checks: list[D.DriftTest] = []
+        compares = [{"label": "snapshots", "baseline": _snap_ref(base), "current": _snap_ref(live), "why": base_why}]
+        runs = {r["run_id"]: r for r in self.ledger.list_runs()}
+        quarantine = self.ledger.list_quarantine()
+        q_by_run: dict[str, int] = {}
+        for q in quarantine:
+            q_by_run[q["run_id"] or ""] = q_by_run.get(q["run_id"] or "", 0) + 1
+        with self.ledger.engine.connect() as c:
+            doc_rows = c.execute(select(documents.c.doc_id, documents.c.status, documents.c.run_id, documents.c.dup_kind,
+                                        documents.c.updated_at, documents.c.changed_at, documents.c.version_hash, documents.c.feed)).all()
+        dup_by_run: dict[str, int] = {}
+        for r in doc_rows:
+            if r.status == "duplicate":
+                dup_by_run[r.run_id or ""] = dup_by_run.get(r.run_id or "", 0) + 1
+        # per-snapshot changes (the live collection's history)
+        hist = [s for s in snaps if s["collection"] == live["collection"]][-60:]
+        per_run, prev_v = [], None
+        first_idx = snaps.index(hist[0]) if hist else 0
+        prior = [s for s in snaps[:first_idx] if s["collection"] == live["collection"]]
+        if prior:
+            prev_v = self.ledger.doc_versions_at(int(prior[-1].get("ledger_version", 0)))
+        for s in hist:
+            cur_v = self.ledger.doc_versions_at(int(s.get("ledger_version", 0)))
+            pv = prev_v or {}
+            run = runs.get(s.get("run_id") or "")
+            counts = (run or {}).get("counts") or {}
+            added = sum(1 for k in cur_v if k not in pv)
+            updated = sum(1 for k in cur_v if k in pv and pv[k] != cur_v[k])
+            deleted = sum(1 for k in pv if k not in cur_v)
+            dups = counts.get("exact_duplicates", 0) + counts.get("near_duplicates", 0) if run else dup_by_run.get(s.get("run_id") or "", 0)
+            quar = counts.get("quarantined", 0) if run else q_by_run.get(s.get("run_id") or "", 0)
+            received = counts.get("received") if run else None
+            if not received:
+                received = added + updated + deleted + dups + quar
+            per_run.append({"snapshot_id": s["snapshot_id"], "created_at": s["created_at"], "run_id": s.get("run_id"),
+                            "feed": (run or {}).get("feed"), "added": added, "updated": updated, "deleted": deleted, "received": received,
+                            "exact_duplicates": counts.get("exact_duplicates") if run else None,
+                            "near_duplicates": counts.get("near_duplicates") if run else None, "duplicates": dups, "quarantined": quar,
+                            "duplicate_rate": _r(dups / received) if received else None,
+                            "quarantine_rate": _r(quar / received) if received else None, "counts_from": "run" if run else "ledger"})
+            prev_v = cur_v
+        base_t = _ts(base["created_at"]) or self.now
+        window = [r for r in per_run if (_ts(r["created_at"]) or self.now) > base_t] or per_run[-1:]
+        rec = sum(r["received"] for r in window)
+        dups = sum(r["duplicates"] for r in window)
+        quar = sum(r["quarantined"] for r in window)
+        if rec:
+            qr, dr = quar / rec, dups / rec
+            checks.append(D.DriftTest("quarantine rate", qr, None, D.threshold_verdict(qr, d.quarantine_warn, d.quarantine_alert),
+                                      f"{quar} of {rec} received records quarantined ({qr:.1%}) in {len(window)} run(s)", 0, rec,
+                                      {"warn": d.quarantine_warn, "alert": d.quarantine_alert}))
+            checks.append(D.DriftTest("duplicate rate", dr, None, D.threshold_verdict(dr, d.duplicate_warn, d.duplicate_alert),
+                                      f"{dups} of {rec} received records were exact or near duplicates ({dr:.1%})", 0, rec,
+                                      {"warn": d.duplicate_warn, "alert": d.duplicate_alert}))
+        base_v = self.ledger.doc_versions_at(int(base.get("ledger_version", 0)))
+        live_v = self.ledger.doc_versions_at(int(live.get("ledger_version", 0)))
+        added = sorted(k for k in live_v if k not in base_v)
+        removed = sorted(k for k in base_v if k not in live_v)
+        changed = sorted(k for k in live_v if k in base_v and base_v[k] != live_v[k])
+        unchanged = sorted(k for k in live_v if k in base_v and base_v[k] == live_v[k])
+        if base_v:
+            ds = len(removed) / len(base_v)
+            checks.append(D.DriftTest("deleted since baseline", ds, None, D.threshold_verdict(ds, d.deleted_warn, d.deleted_alert),
+                                      f"{len(removed)} of the baseline's {len(base_v)} documents deleted ({ds:.1%})", len(base_v), len(live_v),
+                                      {"warn": d.deleted_warn, "alert": d.deleted_alert}))
+        current = {r.doc_id: r for r in doc_rows}
+        new_ids = [k for k in added + changed if k in current and current[k].version_hash == live_v[k]]
+        old_ids = [k for k in unchanged if k in current and current[k].version_hash == live_v[k]]
+        new_s, old_s = self.sample(new_ids, d.max_sample, 1), self.sample(old_ids, d.max_sample, 2)
+        # chunk lengths: baseline chunks of unchanged documents vs the new documents' chunks; after a
+        # recipe change every live chunk is new (the chunker may have changed)
+        same_recipe = base["collection"] == live["collection"]
+        new_len_ids = new_s if same_recipe else self.sample(list(live_v), d.max_sample, 3)
+        bc = self.ledger.chunks_for_docs(base["collection"], old_s)
+        nc = self.ledger.chunks_for_docs(live["collection"], new_len_ids)
+        la = [(doc, r.n_chars) for doc, rows in bc.items() for r in rows]
+        lb = [(doc, r.n_chars) for doc, rows in nc.items() for r in rows]
+        lt = D.length_shift_test([x for _, x in la], [x for _, x in lb], groups_a=[g for g, _ in la], groups_b=[g for g, _ in lb],
+                                 n_perm=d.permutations, **self.test_kw())
+        if not same_recipe:
+            lt = D.DriftTest(lt.name, lt.statistic, lt.p_value, lt.verdict, lt.reason + " (recipe changed: live collection vs baseline collection)",
+                             lt.n_a, lt.n_b, lt.extra)
+        checks.append(lt)
+        texts = self.ledger.get_documents(old_s + new_s)
+
+        def doc_text(k: str) -> str:
+            r = texts.get(k)
+            return self.scrub(f"{r.title}\n{r.text or ''}") if r else ""
+
+        vd = D.vocabulary_drift([doc_text(k) for k in old_s], [doc_text(k) for k in new_s], n_perm=d.permutations, top_terms=d.top_terms,
+                                smoothing=d.term_smoothing, oov_warn=d.oov_warn, oov_alert=d.oov_alert, **self.test_kw())
+        checks.append(vd.test)
+        if vd.oov_test is not None:
+            checks.append(vd.oov_test)
+        # freshness and age
+        last_ok: dict[str, datetime] = {}
+        for r in runs.values():
+            if r["status"] == "completed" and r["finished_at"] and r["feed"]:
+                t = _ts(r["finished_at"])
+                if t and (r["feed"] not in last_ok or t > last_ok[r["feed"]]):
+                    last_ok[r["feed"]] = t
+        for feed, cur in self.ledger.all_cursors().items():
+            t = _ts(cur["updated_at"])
+            if t and (feed not in last_ok or t > last_ok[feed]):
+                last_ok[feed] = t
+        fresh_rows = []
+        for feed, t in sorted(last_ok.items()):
+            hours = max((self.now - t).total_seconds() / 3600.0, 0.0)
+            v = D.threshold_verdict(hours, d.freshness_warn_hours, d.freshness_alert_hours)
+            failed = sum(1 for r in runs.values() if r["feed"] == feed and r["status"] == "failed" and (_ts(r["started_at"]) or self.now) > t)
+            fresh_rows.append({"feed": self.scrub(feed), "last_success": t.isoformat(), "hours_ago": _r(hours, 2), "failed_since": failed, "verdict": v.value})
+            checks.append(D.DriftTest(f"freshness {self.scrub(feed)}", hours, None, v,
+                                      f"last successful ingest {hours:.1f} h ago" + (f", {failed} failed run(s) since" if failed else ""),
+                                      extra={"warn_hours": d.freshness_warn_hours, "alert_hours": d.freshness_alert_hours}))
+        ages, future = [], 0
+        for r in doc_rows:
+            if r.status != "active":
+                continue
+            t = r.updated_at or r.changed_at
+            if t is None:
+                continue
+            t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+            days = (self.now - t).total_seconds() / 86400.0
+            future += days < 0
+            ages.append(max(days, 0.0))
+        age = {"documents": len(ages), "future_dated": int(future)}
+        if ages:
+            a = np.asarray(ages)
+            age.update({f"p{q}": _r(float(np.percentile(a, q)), 2) for q in (10, 50, 90)})
+            age["max"] = _r(float(a.max()), 2)
+            age["days"] = [_r(x, 2) for x in self.sample(ages, 2000, 4)]
+        return _section(
+            "corpus", checks, compares,
+            figures={"chunk_lengths": {"baseline": [x for _, x in la], "new": [x for _, x in lb]}, "age_days": age},
+            tables={"per_snapshot": per_run,
+                    "since_baseline": {"added": len(added), "updated": len(changed), "deleted": len(removed), "unchanged": len(unchanged),
+                                       "sampled_new": len(new_s), "sampled_baseline": len(old_s)},
+                    "rising_terms": vd.rising, "falling_terms": vd.falling, "freshness": fresh_rows},
+            notes=[f"baseline = {base_why}", "new = documents added or updated since the baseline; baseline sample = documents unchanged since",
+                   "a two-sample test alerts at p < %g and warns at p < %g; permutations move whole documents" % (d.alpha, d.warn_alpha)],
+        )
+
+    # ---- 3. embedding ------------------------------------------------------------------------------
+    def _chunk_vectors(self, doc_ids: list[str], tag: int) -> tuple[np.ndarray, list[str], list[str]]:
+        assert self.ctx is not None
+        rows = [r for rs in self.ledger.chunks_for_docs(self.ctx.collection, doc_ids).values() for r in rs]
+        rows = sorted(rows, key=lambda r: r.chunk_id)
+        if len(rows) > self.d.max_sample:
+            rows = [rows[i] for i in np.sort(self.rng(tag).choice(len(rows), self.d.max_sample, replace=False))]
+        got: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(rows), 256):
+            for p in self.ctx.store.retrieve([r.point_id for r in rows[i: i + 256]], with_vectors=True):
+                got[p["point_id"]] = p
+        docs = self.ledger.get_documents({r.doc_id for r in rows})
+        vecs, groups, texts, missing = [], [], [], []
+        for r in rows:
+            p = got.get(r.point_id, {})
+            text = (p.get("payload") or {}).get("text") or (docs[r.doc_id].text if r.doc_id in docs else "") or ""
+            texts.append(text)
+            groups.append(r.doc_id)
+            vecs.append(p.get("dense"))
+            if not p.get("dense"):
+                missing.append(len(vecs) - 1)
+        if missing:  # the store could not return vectors: embed the chunk texts again
+            emb = self.ctx.embedder.embed([texts[i] for i in missing])
+            for j, i in enumerate(missing):
+                vecs[i] = emb[j]
+        arr = np.asarray([np.asarray(v, np.float64) for v in vecs]) if vecs else np.zeros((0, 1))
+        return arr, groups, texts
+
+    def embedding(self, base: dict[str, Any] | None, live: dict[str, Any] | None, base_why: str) -> dict[str, Any]:
+        d = self.d
+        checks: list[D.DriftTest] = []
+        compares: list[dict[str, Any]] = []
+        figures: dict[str, Any] = {}
+        tables: dict[str, Any] = {}
+        notes = []
+        if self.ctx is None:
+            checks.append(D.not_applicable("chunks", f"the live collection cannot be opened: {self.ctx_error}"))
+        elif base is None or live is None:
+            checks.append(D.not_applicable("chunks", "no snapshot yet"))
+        else:
+            base_v = self.ledger.doc_versions_at(int(base.get("ledger_version", 0)))
+            live_v = self.ledger.doc_versions_at(int(live.get("ledger_version", 0)))
+            new_ids = self.sample([k for k in live_v if base_v.get(k) != live_v[k]], d.max_sample, 5)
+            old_ids = self.sample([k for k in live_v if base_v.get(k) == live_v[k]], d.max_sample, 6)
+            compares.append({"label": "chunks", "baseline": _snap_ref(base), "current": _snap_ref(live), "why": base_why})
+            if base["collection"] != live["collection"]:
+                notes.append("the recipe changed since the baseline: both samples are taken from the live collection, in its embedding space")
+            if not new_ids:
+                checks.append(D.not_applicable("new chunks vs baseline", "no document added or updated since the baseline snapshot", len(old_ids), 0))
+            else:
+                xa, ga, _ = self._chunk_vectors(old_ids, 7)
+                xb, gb, tb = self._chunk_vectors(new_ids, 8)
+                m = D.mmd_test(xa, xb, groups_x=ga, groups_y=gb, n_perm=d.permutations, name="chunks: MMD² (RBF)", **self.test_kw())
+                c = D.classifier_test(xa, xb, groups_x=ga, groups_y=gb, name="chunks: domain classifier AUC", **self.test_kw())
+                checks += [m, c]
+                figures["chunks_projection"] = D.projection_2d(xa, xb) if len(xa) and len(xb) else {"a": [], "b": []}
+                if len(xa) and len(xb):
+                    sims, _ = D.nearest_similarity(xb, xa)
+                    order = np.argsort(sims, kind="stable")[:10]
+                    tables["farthest_new_chunks"] = [{"doc_id": self.scrub(gb[i]), "similarity": _r(float(sims[i])),
+                                                      "excerpt": self.scrub(tb[i])[:240]} for i in order]
+        qv = self.query_vectors()
+        if len(qv["production"]) and len(qv["labeled"]):
+            compares.append({"label": "queries", "baseline": {"labeled_queries": qv["labeled_info"]}, "current": {"production_queries": qv["production_info"]}})
+            checks.append(D.mmd_test(qv["lab_vecs"], qv["prod_vecs"], n_perm=d.permutations, name="queries: MMD² (RBF)", **self.test_kw()))
+            checks.append(D.classifier_test(qv["lab_vecs"], qv["prod_vecs"], name="queries: domain classifier AUC", **self.test_kw()))
+            figures["queries_projection"] = D.projection_2d(qv["lab_vecs"], qv["prod_vecs"])
+        else:
+            notes.append(f"query drift not measured: {qv['production_info'] if not qv['production'] else qv['labeled_info']}")
+        return _section("embedding", checks or [D.not_applicable("embedding", "nothing to compare")], compares, figures=figures, tables=tables, notes=notes)
+
+    # ---- 4. coverage -----------------------------------------------------------------------------
+    def coverage(self) -> dict[str, Any]:
+        d = self.d
+        if self.ctx is None:
+            return _section("coverage", [D.not_applicable("coverage", f"the live collection cannot be opened: {self.ctx_error}")], [])
+        qv = self.query_vectors()
+        if not qv["production"] or not qv["labeled"]:
+            why = qv["production_info"] if not qv["production"] else qv["labeled_info"]
+            return _section("coverage", [D.not_applicable("coverage (nearest labeled query)", why)], [])
+        c = D.coverage_check(qv["prod_vecs"], qv["lab_vecs"], threshold=d.coverage_threshold, warn_share=d.coverage_warn, alert_share=d.coverage_alert)
+        qids = list(qv["labeled"])
+        sims = c.extra.pop("nearest")
+        idx = c.extra.pop("nearest_index")
+        far = sorted(range(len(sims)), key=lambda i: (sims[i], i))
+        rows = [{"query": self.scrub(qv["production"][i]["text"])[:200], "similarity": sims[i], "nearest_qid": self.scrub(qids[idx[i]]),
+                 "nearest_labeled": self.scrub(qv["labeled"][qids[idx[i]]])[:200], "covered": sims[i] >= d.coverage_threshold} for i in far[:15]]
+        if c.verdict in (D.Level.WARN, D.Level.ALERT):  # the headline names what is not covered
+            shown = [r["query"][:80] for r in rows if not r["covered"]][:2]
+            c = D.DriftTest(c.name, c.statistic, c.p_value, c.verdict, c.reason + "; farthest: " + ", ".join(f'"{q}"' for q in shown),
+                            c.n_a, c.n_b, c.extra)
+        compares = [{"label": "queries", "baseline": {"labeled_queries": qv["labeled_info"]}, "current": {"production_queries": qv["production_info"]}}]
+        return _section("coverage", [c], compares, figures={"nearest_similarity": sims, "threshold": d.coverage_threshold},
+                        tables={"farthest_queries": rows})
+
+    def build(self) -> dict[str, Any]:
+        snaps, base, live, why = self.snapshots()
+        sections = [self.retrieval(), self.corpus(snaps, base, live, why), self.embedding(base, live, why), self.coverage()]
+        return {
+            "schema": SCHEMA, "generated_at": self.now.isoformat(), "workspace": self.scrub(self.ws.name),
+            "since": self.since.isoformat() if self.since else None, "redacted": self.scrub.enabled,
+            "verdict": D.Level.worst([s["verdict"] for s in sections]).value,
+            "live": _snap_ref(live), "baseline": _snap_ref(base), "baseline_rule": why,
+            "settings": self.d.model_dump(mode="json") | {"query_log": str(self.query_log or self.d.query_log or "") or None},
+            "sections": sections,
+        }
+
+
+def _ledger_exists(workspace: Path, settings: Settings) -> bool:
+    return bool(settings.ledger.url) or (workspace / "ledger.db").is_file()
+
+
+def build_drift_report(
+    workspace: str | Path,
+    settings: Settings,
+    *,
+    since: str | datetime | None = None,
+    now: datetime | None = None,
+    redact: bool | None = None,
+    query_log: str | Path | None = None,
+) -> dict[str, Any]:
+    """Gather every figure of the drift report into one JSON-able dict.
+
+    Args:
+        workspace: The workspace directory (ledger, collections).
+        settings: Loaded settings; `settings.drift` holds the thresholds.
+        since: Report window start (ISO date or datetime): the corpus baseline becomes the last
+            snapshot at or before it, eval runs and production queries are taken from it on.
+        now: The report's clock (freshness, ages); default: the current UTC time.
+        redact: Override `drift.redact`.
+        query_log: Override `drift.query_log`.
+
+    Returns:
+        The report model (see `SCHEMA`); every section has `verdict`, `reason`, `compares`, `checks`.
+
+    Raises:
+        WorkspaceNotFound: the workspace or its ledger does not exist.
+        ValueError: `since` is not an ISO date.
+    """
+    ws = Path(workspace)
+    if not ws.is_dir() or not _ledger_exists(ws, settings):
+        raise WorkspaceNotFound(f"workspace {ws} does not exist or has no ledger; run `indexops ingest` first")
+    col = _Collector(ws, settings, parse_since(since), now or datetime.now(timezone.utc),
+                     Redactor(settings.drift.redact if redact is None else redact), Path(query_log) if query_log else None)
+    try:
+        return col.build()
+    finally:
+        col.close()
+
+
+def write_drift_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write `drift-report.json` and the self-contained `drift-report.html` into `out_dir`."""
+    from indexops.drift.html import render_html
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jp, hp = out / JSON_NAME, out / HTML_NAME
+    jp.write_text(json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False), encoding="utf-8")
+    hp.write_text(render_html(report), encoding="utf-8")
+    return {"html": hp.resolve(), "json": jp.resolve()}
+
+
+def headline(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(section title, verdict, reason) per section."""
+    return [(s["title"], s["verdict"], s["reason"]) for s in report["sections"]]

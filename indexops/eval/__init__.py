@@ -1,0 +1,1 @@
+"""Evaluation: query sets, retrievers, metrics, paired regression, the gate, BEIR benchmarks and summaries."""

@@ -1,0 +1,193 @@
+"""Retrievers over a snapshot: `bm25` (Okapi reference over the snapshot's chunks), `sparse`
+(Qdrant BM25 + IDF), `dense` (Qdrant HNSW), `hybrid` (Qdrant RRF of dense + sparse).
+
+Chunk hits aggregate to documents by max, because judgements are per document. The same code
+answers a RAG app's query, and every answer names the snapshot and recipe it came from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from indexops.index.context import IndexContext, recipe_hash
+from indexops.index.snapshot import served_snapshot_id
+from indexops.store.protocol import Hit
+
+RETRIEVERS = ("bm25", "sparse", "dense", "hybrid")
+Run = dict[str, dict[str, float]]
+
+
+class Retriever(Protocol):
+    name: str
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+def aggregate_max(hits: Sequence[Hit], k: int) -> dict[str, float]:
+    """Document score = best chunk score; top k documents."""
+    best: dict[str, float] = {}
+    for h in hits:
+        d = h.payload.get("doc_id")
+        if d is not None and (d not in best or h.score > best[d]):
+            best[d] = h.score
+    return dict(sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
+
+
+def chunk_hits(ctx: IndexContext, name: str, text: str, vector: Sequence[float] | None, limit: int) -> list[Hit]:
+    """One query's chunk-level hits from the store: `sparse`, `dense` or `hybrid` (RRF)."""
+    if name == "sparse":
+        return ctx.store.search_sparse(ctx.bm25.query(text), limit)
+    assert vector is not None, f"{name} needs the query vector"
+    if name == "dense":
+        return ctx.store.search_dense(vector, limit)
+    r = ctx.settings.retrieval
+    weights = None if r.dense_weight == r.sparse_weight else [r.dense_weight, r.sparse_weight]
+    return ctx.store.search_hybrid(vector, ctx.bm25.query(text), limit, prefetch=max(r.prefetch, limit), rrf_k=r.rrf_k, weights=weights)
+
+
+class SparseRetriever:
+    name = "sparse"
+
+    def __init__(self, ctx: IndexContext) -> None:
+        self.ctx = ctx
+
+    def config(self) -> dict[str, Any]:
+        return {"retriever": self.name, "bm25": self.ctx.bm25.recipe(), "chunk_fanout": self.ctx.settings.retrieval.chunk_fanout}
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        fan = k * self.ctx.settings.retrieval.chunk_fanout
+        return {q: aggregate_max(chunk_hits(self.ctx, self.name, t, None, fan), k) for q, t in queries.items()}
+
+
+class DenseRetriever:
+    name = "dense"
+
+    def __init__(self, ctx: IndexContext) -> None:
+        self.ctx = ctx
+
+    def config(self) -> dict[str, Any]:
+        return {"retriever": self.name, "model": self.ctx.recipe["embedding"], "chunk_fanout": self.ctx.settings.retrieval.chunk_fanout}
+
+    def _vectors(self, queries: dict[str, str]) -> dict[str, np.ndarray]:
+        ids = list(queries)
+        vecs = self.ctx.embedder.embed([queries[q] for q in ids])
+        return dict(zip(ids, vecs))
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        fan = k * self.ctx.settings.retrieval.chunk_fanout
+        vecs = self._vectors(queries)
+        return {q: aggregate_max(chunk_hits(self.ctx, self.name, t, vecs[q].tolist(), fan), k) for q, t in queries.items()}
+
+
+class HybridRetriever(DenseRetriever):
+    name = "hybrid"
+
+    def config(self) -> dict[str, Any]:
+        r = self.ctx.settings.retrieval
+        return {"retriever": self.name, "fusion": "rrf", "rrf_k": r.rrf_k, "prefetch": r.prefetch,
+                "weights": [r.dense_weight, r.sparse_weight], "model": self.ctx.recipe["embedding"],
+                "bm25": self.ctx.bm25.recipe(), "chunk_fanout": r.chunk_fanout}
+
+
+class Bm25Reference:
+    """Okapi BM25 (rank-bm25's formula, exact sparse-matrix scorer) over the snapshot's chunk texts."""
+
+    name = "bm25"
+
+    def __init__(self, ctx: IndexContext) -> None:
+        from indexops.eval.analysis import Analyzer
+        from indexops.eval.bm25_exact import FastBM25Okapi
+
+        self.ctx = ctx
+        self.analyze = Analyzer()
+        s = ctx.settings.bm25
+        self.doc_ids: list[str] = []
+        corpus: list[list[str]] = []
+        include_title = ctx.settings.chunking.include_title
+        for _pid, p in ctx.store.iter_points(["doc_id", "title", "text"]):
+            t = p.get("text") or ""
+            title = p.get("title") or ""
+            self.doc_ids.append(p["doc_id"])
+            corpus.append(self.analyze(f"{title}\n{t}" if include_title and title else t))
+        self.index = FastBM25Okapi(corpus, k1=s.k1, b=s.b)
+        self.doc_arr = np.asarray(self.doc_ids, dtype=object)
+
+    def config(self) -> dict[str, Any]:
+        s = self.ctx.settings.bm25
+        return {"retriever": self.name, "impl": "okapi (rank-bm25 formula)", "k1": s.k1, "b": s.b, "analyser": "word/lower/stop/snowball-english"}
+
+    def retrieve(self, queries: dict[str, str], k: int) -> Run:
+        out: Run = {}
+        fan = k * self.ctx.settings.retrieval.chunk_fanout
+        for q, t in queries.items():
+            scores = self.index.get_scores(self.analyze(t))
+            if not len(scores):
+                out[q] = {}
+                continue
+            n = min(fan, len(scores))
+            top = np.argpartition(-scores, n - 1)[:n]
+            hits = [Hit("", float(scores[i]), {"doc_id": self.doc_ids[i]}) for i in top if scores[i] > 0]
+            out[q] = aggregate_max(hits, k)
+        return out
+
+
+def make_retriever(ctx: IndexContext, name: str) -> Retriever:
+    if name == "sparse":
+        return SparseRetriever(ctx)
+    if name == "dense":
+        return DenseRetriever(ctx)
+    if name == "hybrid":
+        return HybridRetriever(ctx)
+    if name == "bm25":
+        return Bm25Reference(ctx)
+    raise ValueError(f"unknown retriever {name!r}; choose one of {', '.join(RETRIEVERS)}")
+
+
+@dataclass
+class SearchAnswer:
+    """A RAG app's answer: hits plus exactly which index produced them."""
+
+    query: str
+    retriever: str
+    snapshot_id: str
+    collection: str
+    recipe_hash: str
+    hits: list[dict[str, Any]] = field(default_factory=list)
+    took_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def search(ctx: IndexContext, text: str, retriever: str | None = None, k: int = 10) -> SearchAnswer:
+    """Search the index as a RAG app would; chunk-level hits carry doc id, text and score."""
+    name = retriever or ctx.settings.retrieval.default
+    t0 = time.perf_counter()
+    r = ctx.settings.retrieval
+    if name == "bm25":
+        run = Bm25Reference(ctx).retrieve({"q": text}, k)["q"]
+        hits = [{"doc_id": d, "score": s} for d, s in run.items()]
+    else:
+        vec = None if name == "sparse" else ctx.embedder.embed([text])[0].tolist()
+        raw = chunk_hits(ctx, name, text, vec, k * r.chunk_fanout)
+        seen: set[str] = set()
+        hits = []
+        for h in raw:  # best chunk per document, in rank order
+            d = h.payload.get("doc_id")
+            if d in seen:
+                continue
+            seen.add(d)
+            hits.append({"doc_id": d, "score": h.score, "chunk_id": h.payload.get("chunk_id"), "title": h.payload.get("title"), "text": h.payload.get("text")})
+            if len(hits) >= k:
+                break
+    return SearchAnswer(
+        query=text, retriever=name, snapshot_id=served_snapshot_id(ctx), collection=ctx.collection,
+        recipe_hash=recipe_hash(ctx.recipe), hits=hits, took_ms=(time.perf_counter() - t0) * 1000,
+    )

@@ -1,0 +1,1 @@
+"""Ingestion: sources of change, validation, dedupe, chunking, the batch stages and the run driver."""

@@ -1,0 +1,9 @@
+"""The ledger: what the index holds per document and chunk, and the runs, snapshots and evals around it."""
+
+from indexops.ledger.facade import AppliedFile, BatchCommit, ChunkRow, DocRow, DocWrite, Ledger, LedgerBusy, multiset_term
+from indexops.ledger.schema import SCHEMA_VERSION, applied_files, doc_counts, documents, locks, metadata, query_sets, utcnow
+
+__all__ = [
+    "SCHEMA_VERSION", "AppliedFile", "BatchCommit", "ChunkRow", "DocRow", "DocWrite", "Ledger", "LedgerBusy", "multiset_term",
+    "applied_files", "doc_counts", "documents", "locks", "metadata", "query_sets", "utcnow",
+]

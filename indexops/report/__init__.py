@@ -1,1 +1,0 @@
-"""Human-readable summaries (markdown artifacts, reports)."""
