@@ -64,7 +64,7 @@ def open_snapshot(workspace: str | Path, settings: Settings, snapshot: str | Non
     """
     ws = Path(workspace)
     collection, sid = _target(ws, settings, snapshot)
-    ctx = open_collection(ws, collection, settings.ledger.url) if collection else open_index(ws, settings)
+    ctx = open_collection(ws, collection, settings.ledger.url) if collection else _configured_or_newest(ws, settings)
     try:
         if ctx.settings.store.backend != "edge":
             now = current_snapshot_id(ctx.ledger, ctx.collection)
@@ -81,8 +81,22 @@ def open_snapshot(workspace: str | Path, settings: Settings, snapshot: str | Non
         raise
 
 
+def _configured_or_newest(ws: Path, settings: Settings) -> IndexContext:
+    """With no live alias yet: the configured recipe's collection, or, when that one has no
+    snapshot, the newest snapshot's collection (a workspace built with another config)."""
+    ctx = open_index(ws, settings)
+    if ctx.ledger.latest_snapshot(ctx.collection) is not None:
+        return ctx
+    latest = ctx.ledger.latest_snapshot()
+    if latest is None:
+        return ctx
+    ctx.close()
+    return open_collection(ws, latest["collection"], settings.ledger.url)
+
+
 def open_live(workspace: str | Path, settings: Settings) -> IndexContext:
-    """The snapshot the `live` alias serves (the configured recipe's collection when no alias is set)."""
+    """The snapshot the `live` alias serves (with no alias yet: the configured recipe's collection,
+    else the newest snapshot's)."""
     return open_snapshot(workspace, settings)
 
 

@@ -25,7 +25,7 @@ RETRIEVERS = ("hybrid", "sparse", "dense")
 
 def reader(workspace: str, config: str, out: str, stop: str, queries: list[str], pause_s: float = 0.1) -> None:
     from indexops.ids import chunk_hash
-    from indexops.reader import Index
+    from indexops.index.reader import Index
 
     index = None
     n = 0
@@ -51,9 +51,9 @@ def reader(workspace: str, config: str, out: str, stop: str, queries: list[str],
 
 def publish_killer(workspace: str, feed: str, config: str, after: int) -> None:
     """Run `ingest_path` on `feed`; the publish dies by SIGKILL once it copied `after` files."""
-    from indexops import replicas
-    from indexops.ingest import ingest_path
-    from indexops.pipeline import open_index
+    from indexops.index import replicas
+    from indexops.ingest.driver import ingest_path
+    from indexops.index.context import open_index
     from indexops.settings import load_settings
 
     real = replicas.copy_sparse

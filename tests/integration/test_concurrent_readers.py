@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from indexops import replicas
-from indexops.ingest import ingest_path
+from indexops.index import replicas
+from indexops.ingest.driver import ingest_path
 from indexops.ledger import Ledger
-from indexops.pipeline import open_index
-from indexops.reader import Index, open_snapshot
+from indexops.index.context import open_index
+from indexops.index.reader import Index, open_snapshot
 from indexops.settings import load_settings
-from indexops.snapshot import current_snapshot_id
+from indexops.index.snapshot import current_snapshot_id
 from tests.conftest import REPO, write_jsonl
 
 BIN = Path(sys.executable).parent
