@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from pathlib import Path
+from functools import partial
 from typing import Any, Literal
 
 from prefect import Task, get_run_logger
@@ -14,21 +13,10 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.utilities.annotations import quote
 
 from flows.scalar_params import scalar_params_flow
-from indexops.ingest.driver import (
-    QUICK_RUN_BYTES,
-    IngestFailed,
-    PendingWork,
-    UnitsAhead,
-    failure_message,
-    pending_work,
-    quarantine_spike,
-    run_settings,
-)
-from indexops.index.context import compact_store, needs_optimize, open_index
-from indexops.ingest.stages import new_run_id, queue_embedding
-from indexops.models import BatchCounts
+from indexops.index.context import open_index
+from indexops.ingest.driver import QUICK_RUN_BYTES, PendingWork, pending_work, run_settings, run_source
+from indexops.ingest.stages import new_run_id
 from tasks.ingest import (
-    add_counts,
     chunk_documents,
     commit_ledger,
     embed_chunks,
@@ -43,12 +31,6 @@ from tasks.ingest import (
     write_index,
 )
 from tasks.maintenance import optimize_store
-
-# the task each timed stage runs, so a failure names the task the UI shows
-_STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "plan_changes", "chunk": "chunk_documents",
-               "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "optimize": "optimize_store",
-               "compact": "optimize_store", "ahead": "chunk_documents",
-               "snapshot": "publish_snapshot"}
 
 
 @scalar_params_flow(name="ingest", log_prints=True, description="Apply a feed's pending changes to the index and name the result with a snapshot id.")
@@ -87,85 +69,38 @@ def _resolve(feed_path: str, workspace: str, config_path: str | None, source_kin
 
 
 def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name: str | None, lock_wait_s: float) -> dict[str, Any]:
+    """The core driver (`run_source`) with each stage run as its task."""
     log = get_run_logger()
-    ctx = open_index(workspace, settings)
-    run_id = str(flow_run.get_id() or new_run_id())
-    owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
-    feed = feed_name or Path(feed_path).resolve().name
-    prev = ctx.ledger.latest_snapshot(ctx.collection)
-    ctx.ledger.start_run(run_id, feed, str(feed_path))
-    timings: dict[str, float] = {}
-    totals = BatchCounts()
-    files: list[str] = []
-    reasons: list[str] = []
-    at: dict[str, str | None] = {"stage": "scan", "unit": None}
-
-    def timed(stage: str, fn: Any, *args: Any) -> Any:
-        at["stage"] = stage
-        t = time.perf_counter()
-        try:
-            # quote(): Prefect would otherwise walk every argument (a batch's records, chunks and
-            # 384-float vectors) looking for futures — seconds per task on a 500-document batch
-            if isinstance(fn, Task):
-                args = tuple(a if isinstance(a, (str, int, float, bool, type(None))) else quote(a) for a in args)
-            return fn(*args)
-        finally:
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t
-
     runner = task_runner_for(settings.runner)
+    tasks: dict[str, Task] = {"scan": scan_source, "validate": validate_batch, "plan": plan_changes, "chunk": chunk_documents,
+                              "store": write_index, "ledger": commit_ledger, "optimize": optimize_store,
+                              "snapshot": publish_snapshot_task}
+    if runner is None:
+        tasks["embed"] = embed_chunks  # with a runner, `embed` below fans out encode_texts tasks
+
+    def as_task(stage: str, fn: Any, /, *args: Any) -> Any:
+        task = tasks.get(stage)
+        if task is None:  # the look-ahead and between-batch compaction run in the flow itself
+            return fn(*args)
+        # quote(): Prefect would otherwise walk every argument (a batch's records, chunks and
+        # 384-float vectors) looking for futures — seconds per task on a 500-document batch
+        return task(*(a if isinstance(a, (str, int, float, bool, type(None))) else quote(a) for a in args))
+
+    ctx = open_index(workspace, settings)
     try:
         with runner if runner is not None else contextlib.nullcontext():
-            sp = timed("scan", scan_source, ctx, feed_path, kind, feed_name)
-            feed = sp.feed
-            units = UnitsAhead(ctx, sp.units, sp.feed, ahead=runner is None)  # a runner's workers encode elsewhere
-            timed("ahead", units.prepare_next)  # the first unit's texts encode while it is planned
-            at["stage"] = "scan"  # a unit that could not be read ahead fails when its turn comes: reading it
-            for unit in units:
-                at["unit"] = unit.label
-                res = timed("validate", validate_batch, ctx, unit, sp.feed, run_id)
-                plan = timed("plan", plan_changes, ctx, res.good, sp.feed, unit.snapshot_deletes)
-                cp = timed("chunk", chunk_documents, ctx, plan, run_id)
-                if runner is None:
-                    queue_embedding(ctx, cp.to_embed)
-                    timed("ahead", units.prepare_next)  # the next unit is read while this one encodes
-                    vectors = timed("embed", embed_chunks, ctx, cp, unit.label)
-                else:
-                    vectors = timed("embed", embed_chunks_fanout, ctx, cp, runner)
-                timed("store", write_index, ctx, cp, vectors)
-                timed("ledger", commit_ledger, ctx, cp, res.bad, unit.applied_file)
-                timed("compact", compact_store, ctx)
-                totals = add_counts(totals, plan, cp, res)
-                reasons += [q.reason for q in res.bad]
-                if unit.applied_file:
-                    files.append(unit.label)
-                at["stage"] = "scan"
-            at["unit"] = None
-            if needs_optimize(ctx, totals.chunks_embedded):
-                timed("optimize", optimize_store, ctx)
-            manifest = timed("snapshot", publish_snapshot_task, ctx, run_id)
-        summary = {
-            "run_id": run_id, "feed": sp.feed, "source_kind": kind, "counts": totals.model_dump(),
-            "snapshot": manifest, "timings_s": timings, "files": files, "changed_after_apply": sp.changed_after_apply,
-        }
-        publish_run_report(summary)
-        spike = quarantine_spike(totals.received, totals.quarantined, reasons, settings.ingest.quarantine_spike_fraction)
-        if spike:
-            emit_quarantine_spike({**spike, "feed": sp.feed, "files": ", ".join(files) or "-",
-                                   "snapshot_id": manifest["snapshot_id"], "workspace": str(workspace)})
-        ctx.ledger.finish_run(run_id, "completed", totals.model_dump(), snapshot_id=manifest["snapshot_id"])
-        log.info("ingest of %s done: snapshot %s", sp.feed, manifest["snapshot_id"][:12])
-        return summary
-    except Exception as e:
-        msg = failure_message(feed, _STAGE_TASK.get(at["stage"] or "", at["stage"] or "?"), at["unit"],
-                              prev["snapshot_id"] if prev else None, files, e)
-        ctx.ledger.finish_run(run_id, "failed", totals.model_dump(), error=msg[:2000])
-        raise IngestFailed(msg) from e
-    except BaseException as e:
-        ctx.ledger.finish_run(run_id, "failed", totals.model_dump(), error=f"{type(e).__name__}: {e}"[:2000])
-        raise
+            summary = run_source(ctx, feed_path, kind, feed=feed_name, run_id=str(flow_run.get_id() or new_run_id()),  # type: ignore[arg-type]
+                                 call=as_task, embed=partial(embed_chunks_fanout, runner) if runner is not None else None,
+                                 lock_wait_s=lock_wait_s)
     finally:
-        ctx.ledger.release_lock(ctx.collection, owner)
         ctx.close()
+    spike = summary.pop("quarantine_spike")
+    publish_run_report(summary)
+    if spike:
+        emit_quarantine_spike({**spike, "feed": summary["feed"], "files": ", ".join(summary["files"]) or "-",
+                               "snapshot_id": summary["snapshot"]["snapshot_id"], "workspace": str(workspace)})
+    log.info("ingest of %s done: snapshot %s", summary["feed"], summary["snapshot"]["snapshot_id"][:12])
+    return summary
 
 
 def run_ingest(**params: Any) -> dict[str, Any]:

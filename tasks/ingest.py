@@ -22,7 +22,7 @@ from indexops.ingest.stages import ChunkPlan
 from indexops.ingest.summary import ingest_markdown
 from indexops.ingest.validate import ValidationResult
 from indexops.ledger import AppliedFile
-from indexops.models import BatchCounts, FeedRecord, Quarantined
+from indexops.models import FeedRecord, Quarantined
 from indexops.settings import RunnerSettings
 
 
@@ -145,8 +145,8 @@ def task_runner_for(runner: RunnerSettings) -> Any:
     return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
 
 
-def embed_chunks_fanout(ctx: IndexContext, cp: ChunkPlan, runner: Any) -> stages.Vectors:
-    """Encode new chunks as `encode_texts` tasks spread over the task runner's workers."""
+def embed_chunks_fanout(runner: Any, ctx: IndexContext, cp: ChunkPlan, label: str) -> stages.Vectors:
+    """Encode new chunks (of unit `label`) as `encode_texts` tasks spread over the task runner's workers."""
     if not cp.to_embed:
         return {}
     texts = stages.distinct_embed_texts(cp.to_embed)
@@ -202,7 +202,3 @@ def emit_quarantine_spike(payload: dict[str, Any]) -> None:
                                                        "prefect.resource.name": payload["feed"]}, payload=payload)
     get_run_logger().warning("quarantine spike in feed %s: %d of %d records quarantined (%.1f%% > %.1f%%)", payload["feed"],
                              payload["quarantined"], payload["received"], 100 * payload["rate"], 100 * payload["threshold"])
-
-
-def add_counts(total: BatchCounts, plan: BatchPlan, cp: ChunkPlan, res: ValidationResult) -> BatchCounts:
-    return total.add(stages.batch_counts(plan, cp, res.bad))

@@ -1,5 +1,6 @@
-"""Turn a source into units of work (one batch file, or a slice of a full snapshot) and the
-plain-Python driver that applies them. The Prefect flow walks the same units with tasks.
+"""Turn a source into units of work (one batch file, or a slice of a full snapshot) and the one
+driver that applies them (`run_source`). The Prefect flow is that driver with each stage run as
+a task; `ingest_path` is that driver with each stage called directly.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from indexops.index.context import IndexContext, needs_optimize, open_index
 from indexops.index.snapshot import publish_snapshot
 from indexops.ingest.readers import FeedFileError
 from indexops.ingest.sources import SourceKind, batch_files, detect_kind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
-from indexops.ingest.stages import apply_batch, chunk_ahead, new_run_id
+from indexops.ingest.stages import EmbedFn, StageCall, apply_batch, call_directly, chunk_ahead, new_run_id, timed_call
 from indexops.ingest.validate import BatchRejected, ValidationResult, validate_records
 from indexops.ledger import AppliedFile, Ledger
 from indexops.models import BatchCounts, Quarantined, SourceRecord
@@ -229,51 +230,97 @@ def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | No
     return res
 
 
-def ingest_path(
+# the task each stage runs in the Prefect flow: a failure names the task the UI shows
+STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "plan_changes", "chunk": "chunk_documents",
+              "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "optimize": "optimize_store",
+              "compact": "optimize_store", "ahead": "chunk_documents", "snapshot": "publish_snapshot"}
+
+
+def optimize_index(ctx: IndexContext) -> bool:
+    """Merge the store's segments once after a bulk write (`needs_optimize`)."""
+    return ctx.store.optimize()
+
+
+def run_source(
     ctx: IndexContext,
     path: str | Path,
     kind: SourceKind,
+    *,
     feed: str | None = None,
     run_id: str | None = None,
+    call: StageCall | None = None,
+    embed: EmbedFn | None = None,
     progress: ProgressFn | None = None,
     lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Apply every pending unit of a source and publish the snapshot, without Prefect.
+    """The ingest driver: apply every pending unit of a source and publish the snapshot.
 
-    Holds the index's ingest lock, as the flow does: two drivers never interleave their writes.
+    Holds the index's ingest lock (two drivers never interleave their writes) and records the run
+    in the ledger. Each stage runs through `call(stage, fn, *args)` (default: `fn(*args)`; the
+    Prefect flow runs the stage's task); `embed(ctx, cp, label)` replaces in-process encoding
+    (and with it the look-ahead). Returns the run summary; its `quarantine_spike` is the payload
+    of a quarantine-spike event, or None.
 
     Raises:
-        BatchRejected: a unit had too many bad records (earlier units stay applied).
+        IngestFailed: a stage failed (its cause: e.g. `BatchRejected`, a unit had too many bad
+            records); units committed before it stay applied.
         LedgerBusy: another ingest holds the index after `lock_wait_s` seconds.
     """
     run_id = run_id or new_run_id()
+    name = feed or feed_name(path)
     totals = BatchCounts()
     timings: dict[str, float] = {}
+    files: list[str] = []
+    reasons: list[str] = []
+    at: dict[str, Any] = {"stage": "scan", "unit": None}
+    timed = timed_call(call or call_directly, timings, at)
     t0 = time.perf_counter()
     owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
     try:
-        sp = plan_source(ctx, path, kind, feed)
-        units = UnitsAhead(ctx, sp.units, sp.feed)
-        t = time.perf_counter()
-        units.prepare_next()  # the first unit too: its texts encode while it is planned
-        timings["ahead"] = time.perf_counter() - t
-        for unit in units:
-            res = validate_unit(ctx, unit, sp.feed, run_id)
-            c = apply_batch(
-                ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad,
-                applied_file=unit.applied_file, progress=progress, timings=timings, while_encoding=units.prepare_next,
-            )
-            totals = totals.add(c)
-        if needs_optimize(ctx, totals.chunks_embedded):
-            t = time.perf_counter()
-            ctx.store.optimize()
-            timings["optimize"] = time.perf_counter() - t
-        manifest = publish_snapshot(ctx, run_id)
+        prev = ctx.ledger.latest_snapshot(ctx.collection)
+        ctx.ledger.start_run(run_id, name, str(path))
+        try:
+            sp = timed("scan", plan_source, ctx, path, kind, feed)
+            name = sp.feed
+            units = UnitsAhead(ctx, sp.units, sp.feed, ahead=embed is None)  # a fan-out's workers encode elsewhere
+            timed("ahead", units.prepare_next)  # the first unit's texts encode while it is planned
+            at["stage"] = "scan"  # a unit that could not be read ahead fails when its turn comes: reading it
+            for unit in units:
+                at["unit"] = unit.label
+                res = timed("validate", validate_unit, ctx, unit, sp.feed, run_id)
+                totals = totals.add(apply_batch(
+                    ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad,
+                    applied_file=unit.applied_file, progress=progress, while_encoding=units.prepare_next, call=timed,
+                    embed=embed, label=unit.label))
+                reasons += [q.reason for q in res.bad]
+                if unit.applied_file:
+                    files.append(unit.label)
+                at["stage"] = "scan"
+            at["unit"] = None
+            if needs_optimize(ctx, totals.chunks_embedded):
+                timed("optimize", optimize_index, ctx)
+            manifest = timed("snapshot", publish_snapshot, ctx, run_id)
+        except Exception as e:
+            msg = failure_message(name, STAGE_TASK.get(at["stage"], at["stage"]), at["unit"], prev["snapshot_id"] if prev else None, files, e)
+            ctx.ledger.finish_run(run_id, "failed", totals.model_dump(), error=msg[:2000])
+            raise IngestFailed(msg) from e
+        except BaseException as e:
+            ctx.ledger.finish_run(run_id, "failed", totals.model_dump(), error=f"{type(e).__name__}: {e}"[:2000])
+            raise
+        ctx.ledger.finish_run(run_id, "completed", totals.model_dump(), snapshot_id=manifest["snapshot_id"])
     finally:
         ctx.ledger.release_lock(ctx.collection, owner)
     timings["total"] = time.perf_counter() - t0
-    return {"run_id": run_id, "feed": sp.feed, "counts": totals.model_dump(), "snapshot": manifest, "timings_s": timings,
-            "changed_after_apply": sp.changed_after_apply}
+    spike = quarantine_spike(totals.received, totals.quarantined, reasons, ctx.settings.ingest.quarantine_spike_fraction)
+    return {"run_id": run_id, "feed": sp.feed, "source_kind": kind, "counts": totals.model_dump(), "snapshot": manifest,
+            "timings_s": timings, "files": files, "changed_after_apply": sp.changed_after_apply, "quarantine_spike": spike}
+
+
+def ingest_path(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None, run_id: str | None = None,
+                progress: ProgressFn | None = None, lock_wait_s: float = 0.0) -> dict[str, Any]:
+    """Apply every pending unit of a source and publish the snapshot, without Prefect: `run_source`
+    with each stage called directly (what the benchmarks, tests and the BEIR evaluation run)."""
+    return run_source(ctx, path, kind, feed=feed, run_id=run_id, progress=progress, lock_wait_s=lock_wait_s)
 
 
 class IngestFailed(RuntimeError):

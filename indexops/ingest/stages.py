@@ -13,8 +13,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -159,6 +160,11 @@ def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
     return len(texts)
 
 
+def embed_unit(ctx: IndexContext, cp: ChunkPlan, label: str, progress: ProgressFn | None = None) -> Vectors:
+    """The embed stage: vectors of a unit's new chunks (`label` names the unit to progress displays)."""
+    return embed_chunks(ctx, cp.to_embed, progress)
+
+
 def embed_chunks(ctx: IndexContext, chunks: Sequence[Chunk], progress: ProgressFn | None = None) -> Vectors:
     """Dense vectors keyed by chunk id; each distinct embed text is encoded once."""
     if not chunks:
@@ -213,6 +219,35 @@ def commit_batch(ctx: IndexContext, cp: ChunkPlan, quarantined: Sequence[Quarant
     ctx.ledger.commit_batch(cp.commit)
 
 
+class StageCall(Protocol):
+    """How a driver runs one stage: `call(stage, fn, *args)` returns what `fn(*args)` would. The
+    core calls `fn` directly (`call_directly`); the Prefect flow runs the stage's task instead."""
+
+    def __call__(self, stage: str, fn: Callable[..., Any], /, *args: Any) -> Any: ...
+
+
+def call_directly(stage: str, fn: Callable[..., Any], /, *args: Any) -> Any:
+    return fn(*args)
+
+
+def timed_call(call: StageCall, timings: dict[str, float], at: dict[str, Any] | None = None) -> StageCall:
+    """`call`, adding each stage's seconds to `timings` (and naming the running stage in `at["stage"]`)."""
+
+    def timed(stage: str, fn: Callable[..., Any], /, *args: Any) -> Any:
+        if at is not None:
+            at["stage"] = stage
+        t = time.perf_counter()
+        try:
+            return call(stage, fn, *args)
+        finally:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t
+
+    return timed
+
+
+EmbedFn = Callable[[IndexContext, ChunkPlan, str], Vectors]  # (ctx, chunk plan, unit label) -> vectors
+
+
 def apply_batch(
     ctx: IndexContext,
     records: Sequence[FeedRecord],
@@ -225,34 +260,28 @@ def apply_batch(
     progress: ProgressFn | None = None,
     timings: dict[str, float] | None = None,
     while_encoding: Callable[[], None] | None = None,
+    call: StageCall = call_directly,
+    embed: EmbedFn | None = None,
+    label: str = "",
 ) -> BatchCounts:
-    """All five stages for one batch, in the crash-safe order. Used outside Prefect (tests, bench).
+    """One validated unit's stages in the crash-safe order: plan, chunk, embed, write the store,
+    commit the ledger, compact. The driver's per-unit body (`run_source`); tests call it alone.
 
-    `while_encoding` runs once this batch's texts are queued for the encoder workers and before
-    its vectors are awaited (the driver reads the next unit there)."""
-    t = timings if timings is not None else {}
-    t0 = time.perf_counter()
-    plan = plan_batch(ctx, records, feed, snapshot_deletes)
-    t1 = time.perf_counter()
-    cp = chunk_batch(ctx, plan, run_id)
-    queue_embedding(ctx, cp.to_embed)
-    t2 = time.perf_counter()
-    if while_encoding is not None:
-        while_encoding()
-    t3 = time.perf_counter()
-    vecs = embed_chunks(ctx, cp.to_embed, progress)
-    t4 = time.perf_counter()
-    write_store(ctx, cp, vecs)
-    t5 = time.perf_counter()
-    commit_batch(ctx, cp, quarantined, applied_file)
-    t6 = time.perf_counter()
-    stages = {"plan": t1 - t0, "chunk": t2 - t1, "ahead": t3 - t2, "embed": t4 - t3, "store": t5 - t4, "ledger": t6 - t5}
-    if compact_store(ctx):
-        stages["compact"] = time.perf_counter() - t6
-    if while_encoding is None:
-        del stages["ahead"]
-    for k, v in stages.items():
-        t[k] = t.get(k, 0.0) + v
+    Without `embed` (vectors made in this process), the batch's texts are queued for the encoder
+    workers and `while_encoding` runs before its vectors are awaited (the driver reads the next
+    unit there); `embed(ctx, cp, label)` replaces that (a fan-out over a task runner's workers)."""
+    run = timed_call(call, timings) if timings is not None else call
+    plan = run("plan", plan_batch, ctx, list(records), feed, list(snapshot_deletes))
+    cp = run("chunk", chunk_batch, ctx, plan, run_id)
+    if embed is None:
+        queue_embedding(ctx, cp.to_embed)
+        if while_encoding is not None:
+            run("ahead", while_encoding)
+        embed = partial(embed_unit, progress=progress)
+    vectors = run("embed", embed, ctx, cp, label)
+    run("store", write_store, ctx, cp, vectors)
+    run("ledger", commit_batch, ctx, cp, list(quarantined), applied_file)
+    run("compact", compact_store, ctx)
     return batch_counts(plan, cp, quarantined)
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 import indexops.ingest.driver as ingest_mod
-from indexops.ingest.driver import ingest_path
+from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.readers import FeedFileError, read_batch_file
 from indexops.ingest.validate import BatchRejected
 from indexops.models import MAX_METADATA_DEPTH, FeedRecord, Quarantined, SourceRecord
@@ -47,8 +47,9 @@ def test_a_file_removed_between_scan_and_read_is_a_clear_rejection_not_a_crash(m
     write_jsonl(feed / "000002.jsonl", [{"id": "b", "text": "second file"}])
     ctx = make_ctx()
     _between_scan_and_read(monkeypatch, lambda pending: pending[1].path.unlink())
-    with pytest.raises(BatchRejected, match=r"file '000002.jsonl'.*disappeared before it could be read"):
+    with pytest.raises(IngestFailed, match=r"validate_batch on 000002.jsonl.*file '000002.jsonl'.*disappeared before it could be read") as e:
         ingest_path(ctx, feed, "delta")
+    assert isinstance(e.value.__cause__, BatchRejected)
     assert ctx.ledger.cursor("feed")["last_file"] == "000001.jsonl"  # the first file landed
     assert [(q["file"], q["line"]) for q in ctx.ledger.list_quarantine()] == [("000002.jsonl", 0)]
     assert_store_matches_ledger(ctx)
@@ -61,8 +62,9 @@ def test_a_file_rewritten_between_scan_and_read_waits_for_the_next_run(make_ctx,
     write_jsonl(feed / "000001.jsonl", [{"id": "a", "text": "as scanned"}])
     ctx = make_ctx()
     _between_scan_and_read(monkeypatch, lambda pending: write_jsonl(pending[0].path, [{"id": "a", "text": "as rewritten"}]))
-    with pytest.raises(BatchRejected, match="changed or vanished while it was being read; it will be applied on the next run"):
+    with pytest.raises(IngestFailed, match="changed or vanished while it was being read; it will be applied on the next run") as e:
         ingest_path(ctx, feed, "delta")
+    assert isinstance(e.value.__cause__, BatchRejected)
     assert ctx.ledger.get_documents(["a"]) == {}
     monkeypatch.undo()
     ingest_path(ctx, feed, "delta")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from indexops.index.snapshot import current_snapshot_id
-from indexops.ingest.driver import PendingWork, ingest_path, pending_work, plan_source
+from indexops.ingest.driver import IngestFailed, PendingWork, ingest_path, pending_work, plan_source
 from indexops.ingest.plan import plan_batch
 from indexops.ingest.stages import apply_batch, chunk_batch, embed_chunks, write_store
 from tests.conftest import write_jsonl
@@ -197,8 +197,9 @@ def test_late_file_before_cursor_is_still_applied_once(make_ctx, tmp_path):
 
 
 def test_missing_feed_directory(make_ctx, tmp_path):
-    with pytest.raises(FileNotFoundError, match="feed directory not found"):
+    with pytest.raises(IngestFailed, match="failed in task scan_source.*feed directory not found") as e:
         ingest_path(make_ctx(), tmp_path / "nope", "delta")
+    assert isinstance(e.value.__cause__, FileNotFoundError)
 
 
 # ---- record rules: stale, last wins, deletes ------------------------------------------------------

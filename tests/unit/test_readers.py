@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from indexops.ingest.driver import ingest_path
+from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.readers import FeedFileError, is_batch_file, read_batch_file
 from indexops.ingest.sources import scan_delta_feed
 from indexops.ingest.validate import BatchRejected
@@ -170,9 +170,10 @@ def test_lone_surrogate_is_quarantined_not_a_crash(make_ctx, tmp_path):
 def test_unusable_file_in_a_feed_rejects_that_batch_with_a_clear_message(make_ctx, tmp_path, name, message):
     ctx = make_ctx(settings_for(LENIENT))
     feed = _feed_with(tmp_path, name)
-    with pytest.raises(BatchRejected) as e:
+    with pytest.raises(IngestFailed) as e:
         ingest_path(ctx, feed, "delta")
-    msg = str(e.value)
+    assert isinstance(e.value.__cause__, BatchRejected)
+    msg = str(e.value.__cause__)
     assert "feed 'hostile'" in msg and f"file {name!r}" in msg and message in msg
     assert ctx.ledger.cursor("hostile") is None
     assert ctx.ledger.applied_files("hostile") == {}

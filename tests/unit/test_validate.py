@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from indexops.ingest.driver import ingest_path
+from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.validate import BatchRejected, ValidationResult, load_suite, validate_records
 from indexops.models import SourceRecord
 from tests.conftest import REPO, write_jsonl
@@ -143,9 +143,10 @@ def test_bad_share_above_threshold_rejects_batch_then_corrected_file_applies(mak
     sid = ctx.ledger.state(ctx.collection)["acc"]
     write_jsonl(feed / "b-002.jsonl", _rows(18, 2))  # 2/20 = 10% > 5%
     write_jsonl(feed / "b-003.jsonl", _rows(3, 0, prefix="later"))
-    with pytest.raises(BatchRejected) as e:
+    with pytest.raises(IngestFailed, match="failed in task validate_batch on b-002.jsonl") as e:
         ingest_path(ctx, feed, "delta")
-    msg = str(e.value)
+    assert isinstance(e.value.__cause__, BatchRejected)
+    msg = str(e.value.__cause__)
     assert "feed 'news'" in msg and "'b-002.jsonl'" in msg and "2 of 20 records invalid" in msg
     assert "expect_column_values_to_be_in_set(op, value_set=upsert|delete) (2)" in msg
     # nothing of it landed, the cursor did not move, later files were not applied either
@@ -169,5 +170,6 @@ def test_custom_threshold_is_used(make_ctx, tmp_path):
     ctx = make_ctx(settings_for({"validation": {"max_bad_fraction": 0.5}}))
     assert ingest_path(ctx, feed, "delta")["counts"]["upserted"] == 1
     write_jsonl(feed / "b-002.jsonl", _rows(0, 1, prefix="x"))  # 100%
-    with pytest.raises(BatchRejected, match="threshold 50.0%"):
+    with pytest.raises(IngestFailed, match="threshold 50.0%") as e:
         ingest_path(ctx, feed, "delta")
+    assert isinstance(e.value.__cause__, BatchRejected)
