@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
 MODEL = "all-MiniLM-L6-v2"
-BACKENDS = "torch,torch-bf16,onnx,onnx-int8,openvino,openvino-bf16"
+BACKENDS = "torch,onnx,onnx-int8,openvino,openvino-bf16"
 
 VARIANTS = {  # name -> quantize_int8 keyword arguments (the shipped one is INT8_SETTINGS)
     "int8 QInt8 per-tensor": {"weight_type": "QInt8", "per_channel": False, "reduce_range": False},
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--backends", default=BACKENDS)
     ap.add_argument("--variants", action="store_true", help="also the int8 quantisation settings of VARIANTS")
     ap.add_argument("--workers", type=int, default=2, help="encoder processes for the pooled rows (0/1: none)")
-    ap.add_argument("--pooled", default="onnx-int8,openvino-bf16,torch-bf16", help="backends measured on worker processes too")
+    ap.add_argument("--pooled", default="onnx-int8,openvino-bf16", help="backends measured on worker processes too")
     ap.add_argument("--batch-size", type=int, default=None, help="default: each backend's own best")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
@@ -121,7 +121,7 @@ def main() -> None:
 
     cmd = "python bench/encoder_backends.py" + (" --quick" if a.quick else f" -n {n}" if n != 1000 else "") + (
         " --variants" if a.variants else "") + (f" --backends {a.backends}" if a.backends != BACKENDS else "") + (
-        f" --pooled {a.pooled}" if a.pooled != "onnx-int8,openvino-bf16,torch-bf16" else "")
+        f" --pooled {a.pooled}" if a.pooled != "onnx-int8,openvino-bf16" else "")
     machine = f"{platform.machine()}, {cpu_cores()} cores, Python {platform.python_version()}"
     batch = a.batch_size or "each backend's default (indexops.embed.factory.default_batch_size)"
     print(f"\n{len(texts)} chunk texts of {a.data.name}, batch {batch} ({machine})\n")

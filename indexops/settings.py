@@ -51,10 +51,10 @@ class EmbeddingSettings(_Strict):
     pool_min_texts: int = Field(
         256, ge=1, description="fewer texts are encoded in-process, unless the workers already run (their start-up costs seconds)"
     )
-    backend: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16"] = Field(
+    backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"] = Field(
         "auto",
         description="auto: on CPU openvino-bf16 where the CPU does bf16 natively (AMX, AVX512-BF16), else onnx-int8; "
-        "torch on a GPU; torch: sentence-transformers float32; torch-bf16: bfloat16 weights; onnx-int8 / onnx: "
+        "torch on a GPU; torch: sentence-transformers float32; onnx-int8 / onnx: "
         "ONNX Runtime on CPU; openvino-bf16 / openvino: OpenVINO on CPU (bf16 / f32; exported once, cached)",
     )
 
@@ -142,8 +142,8 @@ class IngestSettings(_Strict):
 class RunnerSettings(_Strict):
     """Where embedding fans out: in the flow process, or through a Prefect task runner on a cluster."""
 
-    kind: Literal["sequential", "dask", "ray"] = "sequential"
-    address: str | None = Field(None, description="existing cluster (tcp://scheduler:8786, ray://head:10001); None starts a local one")
+    kind: Literal["sequential", "dask"] = "sequential"
+    address: str | None = Field(None, description="an existing Dask scheduler (tcp://scheduler:8786); None starts a local cluster")
     n_workers: int = Field(2, gt=0, description="workers of a local Dask cluster")
     threads_per_worker: int = Field(1, gt=0)
     embed_batch: int = Field(256, gt=0, description="texts per fanned-out embedding task")

@@ -133,16 +133,12 @@ def task_runner_for(runner: RunnerSettings) -> Any:
     """The Prefect task runner the config names, or None to encode in the flow process."""
     if runner.kind == "sequential":
         return None
-    if runner.kind == "dask":
-        from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner
 
-        if runner.address:
-            return DaskTaskRunner(address=runner.address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_workers, "threads_per_worker": runner.threads_per_worker,
-                                              "processes": True, "dashboard_address": None})
-    from prefect_ray import RayTaskRunner  # type: ignore[import-not-found]  # optional: pip install prefect-ray
-
-    return RayTaskRunner(address=runner.address) if runner.address else RayTaskRunner()
+    if runner.address:
+        return DaskTaskRunner(address=runner.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": runner.n_workers, "threads_per_worker": runner.threads_per_worker,
+                                          "processes": True, "dashboard_address": None})
 
 
 def embed_chunks_fanout(runner: Any, ctx: IndexContext, cp: ChunkPlan, label: str) -> stages.Vectors:

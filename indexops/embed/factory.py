@@ -27,7 +27,7 @@ def resolve_backend(backend: str, device: str = "cpu") -> str:
 
 def default_batch_size(backend: str) -> int:
     """Texts per forward pass, measured per backend on SciFact (bf16 on AMX is fastest at 16)."""
-    return {"torch-bf16": 16, "onnx-int8": 16, "onnx": 32, "openvino-bf16": 16, "openvino": 32}.get(backend, 64)
+    return {"onnx-int8": 16, "onnx": 32, "openvino-bf16": 16, "openvino": 32}.get(backend, 64)
 
 
 def make_embedder(
@@ -37,7 +37,7 @@ def make_embedder(
     """Build the embedder a config names: 'hashing' or any sentence-transformers model.
 
     Args:
-        backend: `torch` (sentence-transformers, float32), `torch-bf16` (bfloat16 weights), `onnx` or
+        backend: `torch` (sentence-transformers, float32), `onnx` or
             `onnx-int8` (ONNX Runtime, CPU), `openvino-bf16` or `openvino` (f32; OpenVINO, CPU), or `auto`
             (see `resolve_backend`); the hashing embedder ignores it.
         batch_size: texts per forward pass; None = the backend's measured best.
@@ -50,9 +50,8 @@ def make_embedder(
         return HashingEmbedder(dim=dim)
     backend = resolve_backend(backend, device)
     batch_size = batch_size or default_batch_size(backend)
-    if backend in ("torch", "torch-bf16"):
-        return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize,
-                                           dtype="bfloat16" if backend == "torch-bf16" else "float32")
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model, batch_size=batch_size, device=device, normalize=normalize)
     if backend in ("onnx", "onnx-int8", "openvino", "openvino-bf16") and device != "cpu":
         raise ValueError(f"embedding.backend {backend!r} runs on cpu only (device {device!r}); use backend torch")
     if backend in ("onnx", "onnx-int8"):
@@ -64,4 +63,4 @@ def make_embedder(
 
         return OpenVinoEmbedder(model, precision="bf16" if backend == "openvino-bf16" else "f32", batch_size=batch_size,
                                 normalize=normalize, threads=threads)
-    raise ValueError(f"unknown embedding backend {backend!r}: auto, torch, torch-bf16, onnx, onnx-int8, openvino or openvino-bf16")
+    raise ValueError(f"unknown embedding backend {backend!r}: auto, torch, onnx, onnx-int8, openvino or openvino-bf16")

@@ -379,7 +379,7 @@ def _serve(spec: dict[str, Any], threads: int) -> None:
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the reply stream
     inp = sys.stdin.buffer
     try:
-        if spec["backend"] in ("torch", "torch-bf16"):
+        if spec["backend"] == "torch":
             import torch
 
             torch.set_num_threads(threads)

@@ -1,4 +1,4 @@
-"""The sentence-transformers backend (torch): float32 or bfloat16 weights, loaded once per process."""
+"""The sentence-transformers backend (torch, float32), loaded once per process."""
 
 from __future__ import annotations
 
@@ -7,34 +7,22 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 
 from indexops.embed.protocol import HFTokenizer, ProgressFn, Tokenizer, _remembered, _weights_digest, resolve_model_path
 
-_MODELS: dict[tuple[str, str, str], object] = {}
-
-TorchDtype = Literal["float32", "bfloat16"]
+_MODELS: dict[tuple[str, str], object] = {}
 
 
 class SentenceTransformerEmbedder:
-    """sentence-transformers model, loaded lazily: a run with nothing to embed never loads it.
+    """sentence-transformers model, loaded lazily: a run with nothing to embed never loads it."""
 
-    `dtype="bfloat16"` runs the weights in bf16: on CPUs with AMX (oneDNN) that is ~4x float32 with
-    vectors within cosine ~0.998 of it; pooled vectors are normalised in float32.
-    """
-
-    def __init__(self, model: str, batch_size: int = 64, device: str = "cpu", normalize: bool = True,
-                 dtype: TorchDtype = "float32") -> None:
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"unknown torch dtype {dtype!r}: float32 or bfloat16")
+    def __init__(self, model: str, batch_size: int = 64, device: str = "cpu", normalize: bool = True) -> None:
         self.model_id = model
         self.path = resolve_model_path(model)
         self.batch_size = batch_size
         self.device = device
         self.normalize = normalize
-        self.dtype = dtype
         self._model = None
         self._fingerprint: str | None = None
         self._tokenizer: HFTokenizer | None = None
@@ -60,29 +48,21 @@ class SentenceTransformerEmbedder:
 
     def _load(self):
         if self._model is None:
-            key = (self.path, self.device, self.dtype)
+            key = (self.path, self.device)
             if key not in _MODELS:  # one model load per process, however many runs it serves
                 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as hf_logging
 
                 hf_logging.disable_progress_bar()
-                m = SentenceTransformer(self.path, device=self.device)
-                if self.dtype == "bfloat16":
-                    import torch
-
-                    m = m.to(torch.bfloat16)
-                _MODELS[key] = m
+                _MODELS[key] = SentenceTransformer(self.path, device=self.device)
             self._model = _MODELS[key]
         return self._model
 
     def fingerprint(self) -> str:
-        """sha256 over the weight files (and the dtype when not float32), so a swapped model or a
-        different precision changes the recipe."""
+        """sha256 over the weight files, so a swapped model changes the recipe."""
         if self._fingerprint is None:
             self._fingerprint = self._weights_fingerprint()
-            if self.dtype != "float32":
-                self._fingerprint = hashlib.sha256(f"{self._fingerprint}:torch:{self.dtype}".encode()).hexdigest()
         return self._fingerprint
 
     def _weights_fingerprint(self) -> str:
@@ -124,15 +104,8 @@ class SentenceTransformerEmbedder:
         step = self.batch_size * 4
         for start in range(0, n, step):
             idx = order[start : start + step]
-            if self.dtype == "float32":
-                vecs = model.encode([texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=self.normalize,
+            out[idx] = model.encode([texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=self.normalize,
                                     convert_to_numpy=True, show_progress_bar=False)
-            else:  # numpy has no bf16: pooled vectors come back as a tensor, normalised here in float32
-                vecs = model.encode([texts[i] for i in idx], batch_size=self.batch_size, normalize_embeddings=False,
-                                    convert_to_tensor=True, show_progress_bar=False).float().cpu().numpy()
-                if self.normalize:
-                    vecs /= np.clip(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12, None)
-            out[idx] = vecs
             if progress:
                 progress(min(start + step, n), n)
         return out

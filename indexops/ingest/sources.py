@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,13 +128,3 @@ def iter_snapshot_records(path: str | Path, feed: str, kind: SourceKind) -> Iter
                 yield None, Quarantined(feed=feed, file=r.file, line=r.line, record_id=str(r.raw.get("id")), reason="a full snapshot holds documents, not deletes")
                 continue
             yield r, None
-
-
-def load_beir_queries(path: str | Path) -> dict[str, str]:
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                o = json.loads(line)
-                out[str(o["_id"])] = o["text"]
-    return out

@@ -90,4 +90,4 @@ def test_every_shipped_overlay_validates(overlay):
     """operations.yaml is the deployments file (its own model); every other YAML in configs/ is a
     settings overlay a user passes with --config, so each must load as it is."""
     s = load_settings(REPO / "configs" / overlay)
-    assert s.embedding.backend in ("auto", "torch", "torch-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16")
+    assert s.embedding.backend in ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
