@@ -24,6 +24,38 @@ def _healthy(api: str) -> bool:
         return False
 
 
+def serve_deployments(state_dir: Path, api: str, timeout_s: float = 120.0) -> list[str]:
+    """Register the deployments of configs/operations.yaml (which points at this demo's feed and
+    workspace), served from a background process with their schedules paused, so the UI's
+    Deployments page shows what `make deploy` would set up; returns their names once registered."""
+    from prefect.client.orchestration import get_client
+
+    from indexops.operations import deployment_specs, load_operations
+
+    ops_path = REPO / "configs" / "operations.yaml"
+    want = {s["name"] for s in deployment_specs(load_operations(ops_path))}
+    pid_file = state_dir / "serve.pid"
+    if pid_file.exists():  # an earlier demo's: replaced, so it serves this code
+        try:
+            os.killpg(int(pid_file.read_text()), 15)
+        except (ProcessLookupError, ValueError, PermissionError):
+            pass
+    log = open(state_dir / "serve.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "--config", str(ops_path), "--paused"], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PREFECT_API_URL": api})
+    pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"serving the deployments failed; see {state_dir / 'serve.log'}")
+        with get_client(sync_client=True) as c:
+            have = {d.name for d in c.read_deployments()}
+        if want <= have:
+            return sorted(want)
+        time.sleep(1)
+    raise SystemExit(f"the deployments were not registered within {timeout_s:.0f} s; see {state_dir / 'serve.log'}")
+
+
 def ensure_server(port: int, state_dir: Path) -> str:
     """Reuse a server that answers on the port, else start one detached (it keeps the UI up)."""
     api = os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{port}/api"
@@ -139,10 +171,14 @@ def main() -> None:
         print(f"    {r['doc_id']} is a {r['dup_kind']} duplicate of {r['duplicate_of']}")
     if not dups:  # held-back duplicates are indexed once their original changes or leaves
         print(f"    none held back now ({dups_found} found while ingesting; {promoted} promoted when the document they duplicated changed or left)")
+    print("\n=== deployments (configs/operations.yaml), served from a background process, schedules paused:")
+    for name in serve_deployments(base, api):
+        print(f"    {name}")
     ui = api[: -len("/api")] if api.endswith("/api") else api
     print(f"""
 Where to look
   Prefect UI (flow runs, task runs; artifacts: ingest report, evaluation table, nightly regression): {ui}/runs
+  Deployments (what a data engineer schedules; run one with "Run" in the UI):                      {ui}/deployments
   Workspace (ledger.db, Qdrant Edge collection):           {ws}
   Published snapshots readers open (any number at once):   {ws / 'replicas'}
   Read it from an app:  from indexops import Index; Index.open("{ws}", "{config}").search("reset password")
@@ -152,7 +188,8 @@ Where to look
         .venv/bin/indexops report --workspace {ws} --out {base / 'reports'} --config configs/demo.yaml
   Schedule these flows on this data: make deploy   (deployments from configs/operations.yaml + a worker)
   Page someone when ingest fails:     make alerts WEBHOOK_URL=https://hooks.example.com/...
-  The server keeps running for the UI; stop it with: kill $(cat {base / 'prefect-server.pid'})""")
+  The server keeps running for the UI; stop it and the served deployments with:
+        kill $(cat {base / 'prefect-server.pid'}); kill -- -$(cat {base / 'serve.pid'})""")
 
 
 if __name__ == "__main__":

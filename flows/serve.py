@@ -14,8 +14,9 @@ from prefect.schedules import Cron, Interval
 from indexops.operations import OperationsSettings, deployment_specs, load_operations
 
 
-def runner_deployments(ops: OperationsSettings) -> list[Any]:
-    """`flow.to_deployment(...)` for every spec the operations config renders."""
+def runner_deployments(ops: OperationsSettings, paused: bool = False) -> list[Any]:
+    """`flow.to_deployment(...)` for every spec the operations config renders (`paused`: schedules
+    off, so the deployments show in the UI and run only when triggered)."""
     out = []
     for spec in deployment_specs(ops):
         path, func = spec["entrypoint"].split(":")
@@ -23,15 +24,17 @@ def runner_deployments(ops: OperationsSettings) -> list[Any]:
         scheds = [Cron(s["cron"], timezone=s["timezone"]) if "cron" in s else Interval(s["interval"], timezone=s["timezone"])
                   for s in spec["schedules"]]
         out.append(flow.to_deployment(name=spec["name"], description=spec["description"], tags=spec["tags"],
-                                      parameters=spec["parameters"], schedules=scheds, concurrency_limit=spec.get("concurrency_limit")))
+                                      parameters=spec["parameters"], schedules=scheds, concurrency_limit=spec.get("concurrency_limit"),
+                                      paused=paused))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", default="configs/operations.yaml")
+    ap.add_argument("--paused", action="store_true", help="register with schedules paused (the demo): runs start only by hand")
     args = ap.parse_args()
-    serve(*runner_deployments(load_operations(args.config)))
+    serve(*runner_deployments(load_operations(args.config), paused=args.paused))
 
 
 if __name__ == "__main__":

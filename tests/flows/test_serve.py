@@ -16,3 +16,9 @@ def test_served_deployments_match_the_rendered_ones():
         assert s.schedule.timezone == "America/New_York"
     assert deps["nightly_regression-live"].schedules[0].schedule.cron == "0 2 * * *"
     assert deps["ingest-helpcenter"].schedules[0].schedule.interval.total_seconds() == 900
+
+
+def test_the_demo_serves_them_paused_and_the_default_is_scheduled():
+    ops = load_operations(REPO / "configs" / "operations.yaml")
+    assert all(d.paused for d in runner_deployments(ops, paused=True))
+    assert not any(d.paused for d in runner_deployments(ops))
