@@ -22,11 +22,10 @@ from typing import Any
 from indexops.eval.retrieval import SearchAnswer, search
 from indexops.index import replicas
 from indexops.index.context import IndexContext, open_collection, open_index
-from indexops.index.snapshot import current_snapshot_id
+from indexops.index.snapshot import current_snapshot_id, publish_for_readers
 from indexops.ledger import Ledger, LedgerBusy
 from indexops.settings import Settings, load_settings
 from indexops.store.edge import EdgeStore
-from indexops.store.factory import open_store
 
 ALIAS_CHECK_S = 2.0
 
@@ -66,19 +65,29 @@ def open_snapshot(workspace: str | Path, settings: Settings, snapshot: str | Non
     collection, sid = _target(ws, settings, snapshot)
     ctx = open_collection(ws, collection, settings.ledger.url) if collection else _configured_or_newest(ws, settings)
     try:
-        if ctx.settings.store.backend != "edge":
-            now = current_snapshot_id(ctx.ledger, ctx.collection)
-            if sid and sid != now:
-                raise replicas.SnapshotNotRetained(
-                    f"snapshot {sid[:16]} is not what collection {ctx.collection} holds now ({now[:16]}): on a Qdrant "
-                    "server a collection serves its current content only (pinned reads need the embedded store)")
-            ctx.snapshot_id = now
-            return ctx
-        attach_replica(ctx, _lease(ctx, sid))
+        _serve(ctx, sid)
         return ctx
     except BaseException:
         ctx.close()
         raise
+
+
+def _serve(ctx: IndexContext, sid: str | None) -> None:
+    """Point a reader context at what it answers from: on Qdrant Edge the leased replica of `sid`
+    (HEAD's when None); on a server the collection's current content, which must be `sid` if given.
+
+    Raises:
+        replicas.SnapshotNotRetained: `sid` has no replica any more, or a server holds other content.
+    """
+    if ctx.settings.store.backend != "edge":
+        now = current_snapshot_id(ctx.ledger, ctx.collection)
+        if sid and sid != now:
+            raise replicas.SnapshotNotRetained(
+                f"snapshot {sid[:16]} is not what collection {ctx.collection} holds now ({now[:16]}): on a Qdrant "
+                "server a collection serves its current content only (pinned reads need the embedded store)")
+        ctx.snapshot_id = now
+        return
+    attach_replica(ctx, _lease(ctx, sid))
 
 
 def _configured_or_newest(ws: Path, settings: Settings) -> IndexContext:
@@ -113,21 +122,16 @@ def _lease(ctx: IndexContext, sid: str | None) -> replicas.Lease:
 def publish_if_missing(ctx: IndexContext) -> bool:
     """Publish a collection that has none (an index built before replicas existed), when no ingest
     holds it; False when one does (it publishes when it commits)."""
-    s = ctx.settings
     try:
         owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=0.0)
     except LedgerBusy:
         return False
     try:
-        if replicas.head(replicas.replicas_root(ctx.workspace, ctx.collection)) is not None:
-            return True  # published meanwhile
-        store = open_store("edge", ctx.workspace, ctx.collection, ctx.embedder.dim, memory=s.store.memory)
-        try:
-            store.flush()
-            replicas.publish(store.path, ctx.workspace, ctx.collection, current_snapshot_id(ctx.ledger, ctx.collection),  # type: ignore[attr-defined]
-                             retention=s.serving.retention, share_files=s.serving.share_files)
-        finally:
-            store.close()
+        if replicas.head(replicas.replicas_root(ctx.workspace, ctx.collection)) is None:  # else published meanwhile
+            try:
+                publish_for_readers(ctx)  # what an ingest publishes, from the writer's shard it opens
+            finally:
+                ctx.close_store()
         return True
     finally:
         ctx.ledger.release_lock(ctx.collection, owner)
@@ -140,10 +144,7 @@ def reader_of(ctx: IndexContext, snapshot: str | None = None) -> IndexContext:
     r = dataclasses.replace(ctx, ledger=Ledger.for_workspace(ctx.workspace, ctx.settings.ledger.url), _store=None,
                             points_since_open=0, snapshot_id=None, lease=None)
     try:
-        if r.settings.store.backend != "edge":
-            r.snapshot_id = current_snapshot_id(r.ledger, r.collection)
-        else:
-            attach_replica(r, _lease(r, snapshot))
+        _serve(r, snapshot)
         return r
     except BaseException:
         r.close()

@@ -292,3 +292,19 @@ def test_a_copy_edge_cannot_load_is_made_again_and_never_shown_to_readers(make_c
     with pytest.raises(RuntimeError, match="did not load 3 times"):
         publish_snapshot(ctx, run)
     assert replicas.head(replicas.replicas_root(ctx.workspace, ctx.collection)).snapshot_id == m["snapshot_id"]
+
+
+def test_a_workspace_built_before_replicas_is_published_on_its_first_read(make_ctx):
+    ctx = make_ctx(_settings())
+    apply_batch(ctx, _docs(20, 0), "feed", new_run_id())  # committed, never published (older code)
+    ctx.close_store()
+    root = replicas.replicas_root(ctx.workspace, ctx.collection)
+    assert replicas.head(root) is None
+    with Index.open(ctx.workspace, ctx.settings) as ix:
+        assert ix.search("w1 w2", k=2).snapshot_id == current_snapshot_id(ctx.ledger, ctx.collection)
+    assert replicas.head(root).snapshot_id == current_snapshot_id(ctx.ledger, ctx.collection)
+    r = open_live(ctx.workspace, ctx.settings)
+    try:
+        assert _replica_set(r) == _ledger_set(ctx)
+    finally:
+        r.close()
