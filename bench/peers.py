@@ -525,6 +525,45 @@ def _default_backend() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def run_peers(tools: set[str], work: Path, peers_py: Path, before: Path, after: Path, changes: Path, noops: int,
+              no_parser: bool, results: dict[str, Any]) -> None:
+    """LangChain's indexing API and LlamaIndex's IngestionPipeline, each in its own workspace."""
+    if "langchain" in tools:
+        ws = work / "langchain"
+        ws.mkdir()
+        results["langchain"] = scenarios(
+            "LangChain", _child_cmd(peers_py, "langchain", "--docs", str(before), "--ws", str(ws)),
+            _child_cmd(peers_py, "langchain", "--docs", str(after), "--ws", str(ws)), noops, _last_json,
+            checks=_checker(_child_cmd(peers_py, "langchain", "--docs", str(after), "--ws", str(ws), "--changes", str(changes))))
+    if "llamaindex" in tools:
+        ws = work / "llamaindex"
+        ws.mkdir()
+        extra = ["--no-parser"] if no_parser else []
+        results["llamaindex"] = scenarios(
+            "LlamaIndex", _child_cmd(peers_py, "llamaindex", "--docs", str(before), "--ws", str(ws), *extra),
+            _child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), *extra), noops, _last_json,
+            checks=_checker(_child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), "--changes", str(changes), *extra)))
+
+
+def run_cli(work: Path, cfg: Path, changes: Path, noops: int, backend: str | None, server: "PrefectServer",
+            results: dict[str, Any]) -> None:
+    """`indexops ingest` as a user runs it: the CLI, a Prefect flow, the server this script started."""
+    feed = make_feed(work, "scifact-cli")
+    ws = work / "indexops-cli"
+    cli = [str(INDEXOPS_CLI), "ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg), "--json"]
+
+    def parse_cli(stdout: str) -> dict[str, Any]:
+        s = _cli_json(stdout)
+        return {"embedded": s["counts"]["chunks_embedded"], "embed_s": s["timings_s"].get("embed", 0.0),
+                "result": {**s["counts"], "chunks": s["snapshot"]["chunks"], "documents": s["snapshot"]["documents"]}}
+
+    results["indexops_cli"] = scenarios(
+        f"indexops CLI + Prefect server ({backend})", cli, cli, noops, parse_cli,
+        before_delta=lambda: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
+        checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(cfg), "--changes", str(changes))),
+        env=server.env)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BEIR folder with corpus.jsonl")
@@ -537,6 +576,8 @@ def main() -> None:
     ap.add_argument("--with-backend", action="append", default=[], metavar="B",
                     help="also indexops core on embedding backend B (repeatable), e.g. onnx-int8")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here (default bench/results/peers_scifact.json on a full run)")
+    ap.add_argument("--tools", default="plain,langchain,llamaindex,cli,core",
+                    help="which to run, comma-separated (e.g. `cli` alone for the CLI's before/after figures)")
     ap.add_argument("--venv-only", action="store_true", help="build (or check) bench/.peers-venv, print its versions, run nothing")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a, rest = ap.parse_known_args()
@@ -553,13 +594,18 @@ def main() -> None:
         raise SystemExit(f"no corpus at {corpus}; pass --data DIR (BEIR layout)")
     if not MAIN_PY.exists():
         raise SystemExit("no project venv at .venv; run `make install` first")
-    venv_s = ensure_peers_venv()
+    tools = set(a.tools.split(","))
+    unknown = tools - {"plain", "langchain", "llamaindex", "cli", "core"}
+    if unknown:
+        raise SystemExit(f"unknown --tools {sorted(unknown)}; choose from plain, langchain, llamaindex, cli, core")
+    needs_peers = a.venv_only or bool(tools & {"plain", "langchain", "llamaindex"})
+    venv_s = ensure_peers_venv() if needs_peers else 0.0
     peers_py = PEERS_VENV / "bin" / "python"
-    print(f"peers' venv: {'built in %.0f s' % venv_s if venv_s else 'cached'} ({PEERS_VENV.relative_to(REPO)})", flush=True)
+    if needs_peers:
+        print(f"peers' venv: {'built in %.0f s' % venv_s if venv_s else 'cached'} ({PEERS_VENV.relative_to(REPO)})", flush=True)
     if a.venv_only:
         print(", ".join(f"{k} {v}" for k, v in _versions(peers_py, PEER_PACKAGES).items()))
         return
-
     compile_repo()
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
@@ -576,43 +622,18 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         print(f"prefect server on 127.0.0.1:{server.port}", flush=True)
-        print("  plain encode ...", end="", flush=True)
-        r = run_timed(_child_cmd(peers_py, "plain", "--docs", str(before)), label="plain encode")
-        results["plain"] = {"full": {**_last_json(r["stdout"]), "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"]}}
-        print(f" {r['wall_s']:.1f} s", flush=True)
-
-        ws = work / "langchain"
-        ws.mkdir()
-        results["langchain"] = scenarios(
-            "LangChain", _child_cmd(peers_py, "langchain", "--docs", str(before), "--ws", str(ws)),
-            _child_cmd(peers_py, "langchain", "--docs", str(after), "--ws", str(ws)), noops, _last_json,
-            checks=_checker(_child_cmd(peers_py, "langchain", "--docs", str(after), "--ws", str(ws), "--changes", str(changes))))
-
-        ws = work / "llamaindex"
-        ws.mkdir()
-        extra = ["--no-parser"] if a.llamaindex_no_parser else []
-        results["llamaindex"] = scenarios(
-            "LlamaIndex", _child_cmd(peers_py, "llamaindex", "--docs", str(before), "--ws", str(ws), *extra),
-            _child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), *extra), noops, _last_json,
-            checks=_checker(_child_cmd(peers_py, "llamaindex", "--docs", str(after), "--ws", str(ws), "--changes", str(changes), *extra)))
+        if "plain" in tools:
+            print("  plain encode ...", end="", flush=True)
+            r = run_timed(_child_cmd(peers_py, "plain", "--docs", str(before)), label="plain encode")
+            results["plain"] = {"full": {**_last_json(r["stdout"]), "wall_s": r["wall_s"], "peak_rss_mib": r["peak_rss_mib"]}}
+            print(f" {r['wall_s']:.1f} s", flush=True)
+        run_peers(tools, work, peers_py, before, after, changes, noops, a.llamaindex_no_parser, results)
 
         default_cfg = _yaml_overlay(work / "indexops-default.yaml", None)
-        feed = make_feed(work, "scifact-cli")
-        ws = work / "indexops-cli"
-        cli = [str(INDEXOPS_CLI), "ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(default_cfg), "--json"]
+        if "cli" in tools:
+            run_cli(work, default_cfg, changes, noops, default_backend, server, results)
 
-        def parse_cli(stdout: str) -> dict[str, Any]:
-            s = _cli_json(stdout)
-            return {"embedded": s["counts"]["chunks_embedded"], "embed_s": s["timings_s"].get("embed", 0.0), "result": {**s["counts"], "chunks": s["snapshot"]["chunks"],
-                                                                           "documents": s["snapshot"]["documents"]}}
-
-        results["indexops_cli"] = scenarios(
-            f"indexops CLI + Prefect server ({default_backend})", cli, cli, noops, parse_cli,
-            before_delta=lambda: shutil.copy(work / "delta.jsonl", feed / "000002-delta.jsonl"),
-            checks=_checker(_child_cmd(MAIN_PY, "indexops-checks", "--ws", str(ws), "--config", str(default_cfg), "--changes", str(changes))),
-            env=server.env)
-
-        variants = [("indexops_core", default_cfg)]
+        variants = [("indexops_core", default_cfg)] if "core" in tools else []
         for b in a.with_backend:
             variants.append((f"indexops_core_{b}", _yaml_overlay(work / f"indexops-{b}.yaml", b)))
         if a.with_torch:
@@ -631,14 +652,14 @@ def main() -> None:
     cmd = "python bench/peers.py" + (" --quick" if a.quick else f" --limit {limit}" if limit else "") + \
         (f" --limit {limit}" if a.quick and limit != 200 else "") + \
         (" --llamaindex-no-parser" if a.llamaindex_no_parser else "") + "".join(f" --with-backend {b}" for b in a.with_backend) + \
-        (" --with-torch" if a.with_torch else "")
+        (" --with-torch" if a.with_torch else "") + (f" --tools {a.tools}" if tools != {"plain", "langchain", "llamaindex", "cli", "core"} else "")
     res = {
         "command": cmd, "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "data": {"corpus": str(a.data), **{k: v for k, v in data.items() if k not in ("changed", "deleted")},
                  "changed_ids": data["changed"], "deleted_ids": data["deleted"], "seed": a.seed},
         "indexops_chunking": "document: one chunk per document, title + text, the model reads the first 254 word pieces",
         "default_backend": default_backend, "llamaindex_no_parser": a.llamaindex_no_parser,
-        "versions": {"peers_venv": _versions(peers_py, PEER_PACKAGES), "indexops_venv": _versions(MAIN_PY, MAIN_PACKAGES)},
+        "versions": {"peers_venv": _versions(peers_py, PEER_PACKAGES) if needs_peers else {}, "indexops_venv": _versions(MAIN_PY, MAIN_PACKAGES)},
         "peers_venv_build_s": venv_s, "bench_wall_s": time.perf_counter() - t_start, "results": results,
     }
     print_report(res)
@@ -673,7 +694,7 @@ def print_report(res: dict[str, Any]) -> None:
         ("full ingest, wall s", lambda r: f"{r['full']['wall_s']:.1f}"),
         ("  texts embedded", lambda r: f"{r['full']['embedded']:,}"),
         ("  of which in the encoder, s ¹", lambda r: f"{r['full']['embed_s']:.1f}"),
-        (f"no-op re-run, wall s (median of {len(R['langchain']['noop'])})", lambda r: f"{r['noop_median_s']:.1f}"),
+        (f"no-op re-run, wall s (median of {max((len(r.get('noop', [])) for r in R.values()), default=0)})", lambda r: f"{r['noop_median_s']:.1f}"),
         ("  texts embedded (max)", lambda r: f"{r['noop_embedded_max']}"),
         (f"{nch} changed + {nde} deleted, wall s", lambda r: f"{r['delta']['wall_s']:.1f}"),
         ("  texts embedded", lambda r: f"{r['delta']['embedded']}"),
