@@ -47,7 +47,9 @@ def main() -> None:
     if a.quick:
         a.docs, a.per_file, a.compact_every = 6_000, 1_000, a.compact_every or "2000"
     from indexops.index.context import open_index
-    from indexops.ingest.driver import UnitsAhead, plan_source, validate_unit
+    from indexops.ingest.driver import validate_unit
+    from indexops.ingest.read_ahead import UnitsAhead
+    from indexops.ingest.units import plan_source
     from indexops.ingest.stages import apply_batch, new_run_id
     from indexops.settings import load_settings
 

@@ -6,16 +6,15 @@ import contextlib
 from functools import partial
 from typing import Any, Literal
 
-from prefect import Task, get_run_logger
+from prefect import Task, flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.utilities.annotations import quote
 
-from flows.scalar_params import scalar_params_flow
 from indexops.index.context import open_index
-from indexops.ingest.driver import QUICK_RUN_BYTES, PendingWork, pending_work, run_settings, run_source
+from indexops.ingest.driver import run_settings, run_source
 from indexops.ingest.stages import new_run_id
+from indexops.ingest.units import PendingWork, pending_work
 from tasks.ingest import (
     chunk_documents,
     commit_ledger,
@@ -33,7 +32,7 @@ from tasks.ingest import (
 from tasks.maintenance import optimize_store
 
 
-@scalar_params_flow(name="ingest", log_prints=True, description="Apply a feed's pending changes to the index and name the result with a snapshot id.")
+@flow(name="ingest", log_prints=True, description="Apply a feed's pending changes to the index and name the result with a snapshot id.")
 def ingest(
     feed_path: str,
     workspace: str,
@@ -104,20 +103,8 @@ def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name:
 
 
 def run_ingest(**params: Any) -> dict[str, Any]:
-    """Run the flow in this process (the CLI's path). A run with nothing or little pending (delta
-    files under QUICK_RUN_BYTES) sends no heartbeats: Prefect joins its heartbeat thread, which
-    sleeps in one-second steps, at the end of every run (0-1 s on a run that otherwise takes 2-4),
-    and such a run ends long before a heartbeat-based zombie detector would look at it. Any other
-    run keeps Prefect's heartbeats; a killed run is marked crashed in the ledger by the next run."""
-    try:
-        _, _, pending = _resolve(params["feed_path"], params["workspace"], params.get("config_path"), params.get("source_kind", "auto"),
-                                 params.get("feed_name"), params.get("embedding_model"))
-    except Exception:  # noqa: BLE001 - a bad config fails inside the flow run, where the UI shows it
-        pending = None
-    quick = pending is not None and pending.bytes < QUICK_RUN_BYTES
-    quiet = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}) if quick else contextlib.nullcontext()
-    with quiet:
-        return ingest(**params)
+    """Run the flow in this process (the CLI's path)."""
+    return ingest(**params)
 
 
 if __name__ == "__main__":

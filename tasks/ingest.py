@@ -16,7 +16,8 @@ from indexops.index.context import IndexContext, embedding_spec
 from indexops.index.promotion import ensure_live
 from indexops.index.snapshot import publish_snapshot
 from indexops.ingest import stages
-from indexops.ingest.driver import SourcePlan, WorkUnit, plan_source, validate_unit
+from indexops.ingest.driver import validate_unit
+from indexops.ingest.units import SourcePlan, WorkUnit, plan_source
 from indexops.ingest.plan import BatchPlan, plan_batch
 from indexops.ingest.stages import ChunkPlan
 from indexops.ingest.summary import ingest_markdown

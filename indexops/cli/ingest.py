@@ -41,7 +41,6 @@ def ingest(
         _fail(f"feed path {feed} does not exist", 2)
     if config is not None and not config.exists():
         _fail(f"config file {config} does not exist", 2)
-    _encode_ahead(feed, workspace, config, source, feed_name, embedder)
     from flows.ingest import run_ingest
 
     _quiet_console_tracebacks()
@@ -68,20 +67,6 @@ def ingest(
     for f in summary.get("changed_after_apply", []):
         typer.secho(f"  warning: {f} changed after it was applied; not re-applied", fg=typer.colors.YELLOW)
     typer.echo(f"snapshot {s['snapshot_id']}  ({s['documents']} documents, {s['chunks']} chunks){'' if s.get('new') else '  unchanged'}")
-
-
-def _encode_ahead(feed: Path, workspace: Path, config: Optional[Path], source: str, feed_name: Optional[str],
-                  embedder: Optional[str]) -> None:
-    """A small delta's texts start encoding on a thread before Prefect is imported and the flow run
-    created (`encode_ahead_of_run`); the run takes the vectors. Any error is left to the run, which
-    meets it again and reports it in full."""
-    try:
-        from indexops.ingest.driver import encode_ahead_of_run, run_settings
-
-        settings, kind = run_settings(config, feed, source, embedder)
-        encode_ahead_of_run(workspace, settings, feed, kind, feed_name)
-    except Exception:  # noqa: BLE001
-        pass
 
 
 @quarantine_app.command("list")

@@ -34,7 +34,6 @@ from indexops.embed.protocol import Embedder, ProgressFn, Tokenizer
 _HEADER = struct.Struct("<Q")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the worker imports this same indexops
 _POOLS: dict[tuple[Any, ...], _Dispatcher] = {}
-_ASIDE: dict[tuple[Any, ...], _Aside] = {}  # per pool key: a small prefetch encoding in this process
 _LOCK = threading.Lock()
 
 
@@ -183,11 +182,7 @@ class PooledEmbedder:
     `prefetch(texts)` queues texts a later `embed` will probably ask for (the next batch of an
     ingest) behind what is queued; `embed` takes what is in flight or done and queues the rest
     first. Texts prefetched but never asked for are dropped, unencoded if no worker started them.
-    A prefetch too small to start the workers is encoded in this process on a thread instead (the
-    model loads and encodes while the caller validates and plans; ONNX Runtime and torch run
-    without the GIL), and `embed` takes those rows: a 52-document delta's encoding then overlaps its
-    Prefect task runs instead of following them. That job belongs to the process, not to this
-    object: another `PooledEmbedder` of the same settings (a run that opened the index again) takes it.
+    A prefetch too small to start the workers is ignored: `embed` encodes it in this process.
     Both take optional `lengths` (tokens per text, e.g. counted by the chunker): slices are then cut
     from texts sorted by tokens rather than characters, which pads ~5% less on SciFact chunks; and
     optional `ids` (each text's token ids, `Chunk.token_ids`): a slice whose texts all have them is
@@ -275,12 +270,9 @@ class PooledEmbedder:
 
     def prefetch(self, texts: Sequence[str], lengths: Sequence[int | None] | None = None,
                  ids: Sequence[bytes | None] | None = None) -> None:
-        """Queue texts for a later `embed` call; small inputs start no workers."""
+        """Queue texts for a later `embed` call; small inputs start no workers (and are ignored)."""
         self._forget_stopped()
         if self.workers < 2 or (len(texts) < self.min_texts and self._key() not in _POOLS):
-            with _LOCK:  # one at a time: the next is queued once an `embed` took this one
-                if texts and self._key() not in _ASIDE:
-                    _ASIDE[self._key()] = _Aside(self.local, texts)
             return
         try:
             self._queue(texts, urgent=False, lengths=lengths, ids=ids)
@@ -294,14 +286,7 @@ class PooledEmbedder:
         n = len(texts)
         threshold = min(self.min_texts, 32) if self._key() in _POOLS else self.min_texts
         if self.workers < 2 or (n < threshold and not any(t in self._flight for t in texts)):
-            with _LOCK:
-                aside = _ASIDE.pop(self._key(), None)
-            out = aside.take(texts) if aside is not None else None
-            if out is None:
-                return self.local.embed(texts, progress)
-            if progress:
-                progress(n, n)
-            return out
+            return self.local.embed(texts, progress)
         try:
             own = self._queue(texts, urgent=True, lengths=lengths, ids=ids)  # what nobody prefetched goes before the prefetched rest
             slots = [self._flight[t] for t in texts]
@@ -331,40 +316,6 @@ class PooledEmbedder:
             self._flight = {t: v for t, v in self._flight.items() if v[0].job > used}
             if self._key() in _POOLS:
                 _POOLS[self._key()].cancel(used)
-        return out
-
-
-class _Aside:
-    """Texts encoded by the in-process embedder on a daemon thread, for an `embed` to come."""
-
-    def __init__(self, local: Embedder, texts: Sequence[str]) -> None:
-        self.local = local
-        self.row = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-        self.done = threading.Event()
-        self.result: np.ndarray | BaseException | None = None
-        threading.Thread(target=self._run, name="indexops-encode-aside", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self.result = self.local.embed(list(self.row))
-        except BaseException as e:  # noqa: BLE001 - `take` falls back to encoding in the caller
-            self.result = e
-        finally:
-            self.done.set()
-
-    def take(self, texts: Sequence[str]) -> np.ndarray | None:
-        """The rows of `texts` (encoding what this job does not hold), or None when it holds none
-        of them or failed (the caller encodes them all: the error, if real, comes again there)."""
-        if not any(t in self.row for t in texts):
-            return None
-        self.done.wait()
-        if not isinstance(self.result, np.ndarray):
-            return None
-        missing = [t for t in dict.fromkeys(texts) if t not in self.row]
-        extra = dict(zip(missing, self.local.embed(missing))) if missing else {}
-        out = np.zeros((len(texts), self.result.shape[1]), dtype=np.float32)
-        for k, t in enumerate(texts):
-            out[k] = self.result[self.row[t]] if t in self.row else extra[t]
         return out
 
 

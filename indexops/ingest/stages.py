@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from indexops.embed.protocol import ProgressFn
-from indexops.ids import point_id, sha256_hex, version_hash
+from indexops.ids import point_id, sha256_hex
 from indexops.index.context import IndexContext, compact_store
-from indexops.ingest.plan import BatchPlan, last_record_wins, plan_batch
+from indexops.ingest.plan import BatchPlan, plan_batch
 from indexops.ledger import AppliedFile, BatchCommit, ChunkRow, multiset_term
 from indexops.models import BatchCounts, Chunk, FeedRecord, Quarantined
 from indexops.store.protocol import StorePoint
@@ -133,31 +133,6 @@ def queue_embedding(ctx: IndexContext, chunks: Sequence[Chunk]) -> None:
     if ctx.pool is not None and chunks:
         texts, lengths, ids = encoder_inputs(chunks)
         ctx.pool.prefetch(texts, lengths=lengths, ids=ids)
-
-
-def chunk_ahead(ctx: IndexContext, records: Sequence[FeedRecord]) -> int:
-    """Speculate on the next batch while this one encodes: chunk its records that the committed
-    ledger says changed and queue their new texts behind this batch's. Decides nothing: that
-    batch is planned and chunked as always once this one commits, and finds its chunks made and
-    its vectors encoded or on the way (anything this guessed wrong is made then, or dropped).
-    Returns the texts queued (0 where the embedder has no workers to keep busy)."""
-    if ctx.pool is None:
-        return 0
-    recs = [r for r in last_record_wins(records) if r.op != "delete"]
-    old = ctx.ledger.get_documents([r.id for r in recs])
-    docs = []
-    for r in recs:
-        o = old.get(r.id)
-        if o is None or o.status == "deleted" or o.version_hash != version_hash(r.title, r.text or "", r.metadata):
-            docs.append((r.id, r.title, r.text or "", r.metadata))
-    if not docs:
-        return 0
-    indexed = {(row.chunk_id, row.embed_hash) for rows in ctx.ledger.chunks_for_docs(ctx.collection, [d[0] for d in docs]).values()
-               for row in rows}
-    chunks = [c for res in ctx.chunker.chunk_ahead(docs) for c in res.chunks if (c.chunk_id, embed_hash(c)) not in indexed]
-    texts, lengths, ids = encoder_inputs(chunks)
-    ctx.pool.prefetch(texts, lengths=lengths, ids=ids)
-    return len(texts)
 
 
 def embed_unit(ctx: IndexContext, cp: ChunkPlan, label: str, progress: ProgressFn | None = None) -> Vectors:

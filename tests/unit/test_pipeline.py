@@ -7,7 +7,8 @@ import json
 import pytest
 
 from indexops.index.snapshot import current_snapshot_id
-from indexops.ingest.driver import IngestFailed, PendingWork, ingest_path, pending_work, plan_source
+from indexops.ingest.driver import IngestFailed, ingest_path
+from indexops.ingest.units import PendingWork, pending_work, plan_source
 from indexops.ingest.plan import plan_batch
 from indexops.ingest.stages import apply_batch, chunk_batch, embed_chunks, write_store
 from tests.conftest import write_jsonl

@@ -1,0 +1,117 @@
+"""A source as units of work: one batch file of a delta feed, or a slice of a full snapshot.
+Each unit lands together or not at all; `plan_source` describes them lazily (a file is read when
+its unit is reached)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexops.index.context import IndexContext
+from indexops.ingest.readers import FeedFileError
+from indexops.ingest.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
+from indexops.ingest.validate import ValidationResult
+from indexops.ledger import AppliedFile, Ledger
+from indexops.models import Quarantined, SourceRecord
+
+
+@dataclass
+class WorkUnit:
+    """One atomic unit: its records land together or not at all."""
+
+    label: str
+    records: list[SourceRecord] = field(default_factory=list)
+    read_errors: list[Quarantined] = field(default_factory=list)
+    applied_file: AppliedFile | None = None
+    snapshot_deletes: list[str] = field(default_factory=list)
+    snapshot_seen: set[str] | None = None  # the last unit of a full snapshot: every id the source holds
+    screened: ValidationResult | None = None
+
+
+@dataclass
+class SourcePlan:
+    feed: str
+    kind: SourceKind
+    units: Iterator[WorkUnit]
+    changed_after_apply: list[str] = field(default_factory=list)
+    late_files: list[str] = field(default_factory=list)
+    pending_files: int = 0
+
+
+def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None) -> SourcePlan:
+    """Describe what a run will apply, lazily (files are read when their unit is reached)."""
+    name = feed or feed_name(path)
+    if kind == "delta":
+        st = scan_delta_feed(path, ctx.ledger, name)
+
+        def delta_units() -> Iterator[WorkUnit]:
+            for pf in st.pending:
+                try:
+                    recs, bad, applied = read_pending(pf, name)
+                except FeedFileError as e:
+                    yield WorkUnit(label=pf.name, read_errors=[Quarantined(feed=name, file=pf.name, line=0, reason=str(e))])
+                    continue
+                yield WorkUnit(label=pf.name, records=recs, read_errors=bad, applied_file=applied)
+
+        return SourcePlan(name, kind, delta_units(), st.changed_after_apply, [p.name for p in st.pending if p.late], len(st.pending))
+
+    batch = ctx.settings.ingest.batch_docs
+
+    def snapshot_units() -> Iterator[WorkUnit]:
+        seen: set[str] = set()
+        unit = WorkUnit(label="part-000001")
+        n = 1
+        for rec, bad in iter_snapshot_records(path, name, kind):
+            if bad is not None:
+                unit.read_errors.append(bad)
+                if bad.record_id:
+                    seen.add(bad.record_id)
+                continue
+            assert rec is not None
+            rid = rec.raw.get("id")
+            if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+                seen.add(str(rid).strip())
+            unit.records.append(rec)
+            if len(unit.records) >= batch:
+                yield unit
+                n += 1
+                unit = WorkUnit(label=f"part-{n:06d}")
+        unit.snapshot_seen = seen  # what it deletes is read from the ledger when the unit is applied
+        yield unit
+
+    return SourcePlan(name, kind, snapshot_units())
+
+
+@dataclass(frozen=True)
+class PendingWork:
+    """What a delta feed has waiting: batch files and their bytes."""
+
+    files: int
+    bytes: int
+
+
+def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path, kind: SourceKind,
+                 feed: str | None = None) -> PendingWork | None:
+    """A delta feed's waiting batch files, read from the ledger alone (no index opened, no model
+    loaded): lets a caller skip queueing for a run with nothing to do.
+    None for snapshot and BEIR sources, which are compared record by record, and for a missing feed."""
+    root = Path(path)
+    if kind != "delta" or not root.is_dir():
+        return None
+    led = Ledger.for_workspace(workspace, ledger_url)
+    try:
+        applied = led.applied_files(feed or feed_name(path))
+    finally:
+        led.close()
+    # pending as scan_delta_feed defines it (a batch file whose name was never applied), without
+    # hashing every file: the run's own scan hashes them to spot files changed after apply
+    files, size = 0, 0
+    for p in batch_files(root):
+        if p.name not in applied:
+            try:
+                size += p.stat().st_size
+                files += 1
+            except OSError:
+                pass  # removed while we listed it: not pending
+    return PendingWork(files, size)
