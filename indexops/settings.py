@@ -1,13 +1,20 @@
-"""Typed configuration: one nested model per concern, loaded from YAML and validated at the edge."""
+"""Typed configuration: one nested model per concern, loaded the way Prefect loads its settings.
+
+Every field is read, highest first, from explicit overrides (CLI flags), the environment (the name
+is its path: `store.url` is `INDEXOPS_STORE__URL`), a user YAML overlay, `configs/default.yaml`
+(generated from these models by `indexops.config_file`) and the model default.
+"""
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
+                               SettingsError, YamlConfigSettingsSource)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -43,8 +50,8 @@ class EmbeddingSettings(_Strict):
     )
     batch_size: int | None = Field(None, gt=0, description="texts per forward pass; unset = the backend's measured best")
     dim: int = Field(384, gt=0, description="vector size of the hashing embedder (real models report their own)")
-    device: str = "cpu"
-    normalize: bool = True
+    device: str = Field("cpu", description="torch device (cpu, cuda, cuda:1); off the CPU, backend auto means torch")
+    normalize: bool = Field(True, description="L2-normalise vectors, so the cosine is a dot product")
     workers: int | None = Field(
         None, ge=0, description="encoder processes, one thread each share of the cores; unset = one per core, 0/1 = in-process"
     )
@@ -60,34 +67,44 @@ class EmbeddingSettings(_Strict):
 
 
 class Bm25Settings(_Strict):
-    k1: float = Field(1.2, ge=0)
-    b: float = Field(0.75, ge=0, le=1)
+    k1: float = Field(1.2, ge=0, description="BM25 term-frequency saturation")
+    b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation: 0 ignores chunk length, 1 divides by it fully")
     avg_len: float = Field(256.0, gt=0, description="expected average chunk length in tokens")
-    language: str = "english"
+    language: str = Field("english", description="stemmer and stop words of the Qdrant BM25 analyser")
 
 
 class DedupeSettings(_Strict):
-    exact: bool = True
-    near: bool = True
+    exact: bool = Field(True, description="documents with the same normalised text keep one copy, the smallest id (order-independent)")
+    near: bool = Field(True, description="near-duplicates (MinHash LSH over word shingles, checked against the whole index) keep the copy indexed first")
     near_threshold: float = Field(0.85, gt=0, le=1, description="estimated Jaccard of word shingles")
-    num_perm: int = Field(128, ge=16, le=1024)
-    shingle_words: int = Field(3, ge=1)
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations: more estimate the Jaccard closer, cost more")
+    shingle_words: int = Field(3, ge=1, description="words per shingle")
 
 
 class ValidationSettings(_Strict):
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="above this share a whole batch is rejected")
-    max_text_chars: int = Field(2_000_000, gt=0)
-    suite: Path = Field(CONFIG_DIR / "expectations" / "feed_record.json")
+    max_text_chars: int = Field(2_000_000, gt=0, description="a record with a longer text is quarantined")
+    suite: Path = Field(
+        Path("expectations/feed_record.json"), validate_default=True,
+        description="Great Expectations suite every feed record is checked against; a relative path is under configs/",
+    )
     engine: Literal["auto", "great_expectations", "native"] = Field(
         "auto", description="who evaluates the GE suite: auto = the native evaluator when it implements every expectation, else GE"
     )
 
+    @field_validator("suite")
+    @classmethod
+    def _under_configs(cls, v: Path) -> Path:
+        return v if v.is_absolute() else (CONFIG_DIR / v).resolve()
+
 
 class StoreSettings(_Strict):
-    backend: Literal["edge", "qdrant"] = "edge"
+    backend: Literal["edge", "qdrant"] = Field(
+        "edge", description="edge: Qdrant Edge in-process, files in the workspace; qdrant: a server or cluster at url"
+    )
     url: str | None = Field(None, description="Qdrant server URL, or ':memory:' / a path for qdrant-client local mode")
-    api_key_env: str | None = Field(None, description="environment variable holding the Qdrant API key")
-    collection_prefix: str = "indexops"
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the Qdrant API key (the key never enters the settings)")
+    collection_prefix: str = Field("indexops", description="collections are named <prefix>-<recipe hash>")
     shards: int | None = Field(None, gt=0, description="shard_number for new collections on a Qdrant cluster")
     replication_factor: int | None = Field(None, gt=0, description="replicas per shard on a Qdrant cluster")
     memory: Literal["cold", "cached"] = Field(
@@ -116,7 +133,7 @@ class ServingSettings(_Strict):
 
 
 class LedgerSettings(_Strict):
-    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workspace>/ledger.db")
+    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<workspace>/ledger.db; postgresql+psycopg://... works the same")
 
 
 class IngestSettings(_Strict):
@@ -142,39 +159,54 @@ class IngestSettings(_Strict):
 class RunnerSettings(_Strict):
     """Where embedding fans out: in the flow process, or through a Prefect task runner on a cluster."""
 
-    kind: Literal["sequential", "dask"] = "sequential"
-    address: str | None = Field(None, description="an existing Dask scheduler (tcp://scheduler:8786); None starts a local cluster")
+    kind: Literal["sequential", "dask"] = Field(
+        "sequential", description="sequential: embed in the flow process; dask: fan out through prefect-dask"
+    )
+    address: str | None = Field(None, description="an existing Dask scheduler (tcp://scheduler:8786); null starts a local cluster")
     n_workers: int = Field(2, gt=0, description="workers of a local Dask cluster")
-    threads_per_worker: int = Field(1, gt=0)
+    threads_per_worker: int = Field(1, gt=0, description="threads of each local Dask worker")
     embed_batch: int = Field(256, gt=0, description="texts per fanned-out embedding task")
 
 
 class RetrievalSettings(_Strict):
-    default: Literal["bm25", "sparse", "dense", "hybrid"] = "hybrid"
-    rrf_k: int = Field(20, gt=0, description="RRF constant: score = sum of weight / (k + rank)")
+    default: Literal["bm25", "sparse", "dense", "hybrid"] = Field(
+        "hybrid", description="bm25: rank-bm25 reference; sparse: Qdrant BM25; dense; hybrid: both fused by Qdrant RRF"
+    )
+    rrf_k: int = Field(
+        20, gt=0, description="RRF constant: score = sum of weight / (k + rank); 20 won on SciFact train "
+        "(bench/tune_fusion.py: 0.7251 nDCG@10 against 0.7211 at 60)"
+    )
     prefetch: int = Field(200, gt=0, description="chunks each arm of the hybrid fetches before fusion")
-    dense_weight: float = Field(1.0, gt=0)
-    sparse_weight: float = Field(1.0, gt=0)
+    dense_weight: float = Field(1.0, gt=0, description="weight of the dense arm in the fusion")
+    sparse_weight: float = Field(1.0, gt=0, description="weight of the sparse arm in the fusion")
     chunk_fanout: int = Field(3, ge=1, description="chunks fetched per wanted document before max-aggregation")
 
 
 class EvalSettings(_Strict):
     metrics: list[str] = Field(
-        default_factory=lambda: ["ndcg@10", "recall@10", "recall@100", "mrr@10", "precision@10", "hit_rate@10", "map"]
+        default_factory=lambda: ["ndcg@10", "recall@10", "recall@100", "mrr@10", "precision@10", "hit_rate@10", "map"],
+        description="metrics an eval reports (name@k)",
     )
-    retrievers: list[Literal["bm25", "sparse", "dense", "hybrid"]] = Field(default_factory=lambda: ["hybrid"])
+    retrievers: list[Literal["bm25", "sparse", "dense", "hybrid"]] = Field(
+        default_factory=lambda: ["hybrid"], description="retrievers an eval runs, each scored on every metric"
+    )
     floor_metric: str = Field("recall@100", description="the metric the floor applies to")
-    floor: float = Field(0.8, ge=0, le=1, description="an eval whose floor metric is below this fails")
+    floor: float = Field(
+        0.8, ge=0, le=1, description="an eval whose floor metric is below this fails (if recall is low, fix retrieval "
+        "before touching the generator)"
+    )
 
 
 class RegressionSettings(_Strict):
-    metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "recall@100"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["ndcg@10", "recall@100"], description="metrics compared per query against the baseline"
+    )
     warn_drop: float = Field(0.01, ge=0, description="mean drop that warns")
     fail_drop: float = Field(0.03, ge=0, description="mean drop that fails when the CI excludes zero")
-    alpha: float = Field(0.05, gt=0, lt=1)
-    resamples: int = Field(10_000, ge=100)
+    alpha: float = Field(0.05, gt=0, lt=1, description="the paired bootstrap's confidence interval is 1 - alpha")
+    resamples: int = Field(10_000, ge=100, description="bootstrap resamples of the per-query differences")
     lost_k: int = Field(10, gt=0, description="top-k in which lost relevant documents are listed")
-    seed: int = 0
+    seed: int = Field(0, description="bootstrap random seed, so a verdict reproduces")
 
 
 class DriftSettings(_Strict):
@@ -182,70 +214,101 @@ class DriftSettings(_Strict):
     warn_alpha: float = Field(0.05, gt=0, lt=1, description="a two-sample drift test with p below this warns")
     permutations: int = Field(500, ge=19, description="permutations per two-sample test")
     bootstrap: int = Field(2000, ge=100, description="bootstrap resamples for the retrieval confidence intervals")
-    seed: int = 0
+    seed: int = Field(0, description="random seed of samples, permutations and bootstraps, so a report reproduces")
     max_sample: int = Field(300, ge=10, description="documents, chunks or queries drawn per side of a test")
     baseline: Literal["pinned", "first"] = Field(
         "pinned", description="corpus baseline: the pinned eval's snapshot (else the first), or the first snapshot; --since overrides"
     )
-    retrieval_metrics: list[str] = Field(default_factory=lambda: ["recall@10", "recall@100", "ndcg@10", "mrr@10"])
+    retrieval_metrics: list[str] = Field(
+        default_factory=lambda: ["recall@10", "recall@100", "ndcg@10", "mrr@10"],
+        description="metrics compared between the baseline's and the live snapshot's retrieval",
+    )
     regressions_shown: int = Field(25, ge=0, description="rows of the per-query regressions table")
     quarantine_warn: float = Field(0.05, ge=0, le=1, description="quarantined share of received records that warns")
-    quarantine_alert: float = Field(0.2, ge=0, le=1)
+    quarantine_alert: float = Field(0.2, ge=0, le=1, description="quarantined share of received records that alerts")
     duplicate_warn: float = Field(0.2, ge=0, le=1, description="exact+near duplicate share of received records that warns")
-    duplicate_alert: float = Field(0.5, ge=0, le=1)
+    duplicate_alert: float = Field(0.5, ge=0, le=1, description="exact+near duplicate share of received records that alerts")
     deleted_warn: float = Field(0.1, ge=0, le=1, description="share of the baseline's documents deleted since that warns")
-    deleted_alert: float = Field(0.3, ge=0, le=1)
+    deleted_alert: float = Field(0.3, ge=0, le=1, description="share of the baseline's documents deleted since that alerts")
     oov_warn: float = Field(0.25, ge=0, le=1, description="out-of-vocabulary share that warns when also significant against document splits")
-    oov_alert: float = Field(0.5, ge=0, le=1)
+    oov_alert: float = Field(0.5, ge=0, le=1, description="out-of-vocabulary share that alerts when also significant")
     top_terms: int = Field(10, ge=0, description="rising and falling terms listed")
     term_smoothing: float = Field(0.5, gt=0, description="pseudo-count of the term log-ratios")
     freshness_warn_hours: float = Field(36.0, gt=0, description="hours since a feed's last successful ingest that warn")
-    freshness_alert_hours: float = Field(72.0, gt=0)
+    freshness_alert_hours: float = Field(72.0, gt=0, description="hours since a feed's last successful ingest that alert")
     query_log: Path | None = Field(None, description="JSONL of production queries: {\"query\": ..., \"timestamp\": ...}")
     labeled_queries: Path | None = Field(None, description="labeled queries file; default: the latest eval's query set")
     query_window_days: float = Field(7.0, gt=0, description="recent = the log's last N days (or since --since)")
     coverage_threshold: float = Field(0.5, ge=-1, le=1, description="cosine to the nearest labeled query under which a query is not covered")
     coverage_warn: float = Field(0.1, ge=0, le=1, description="uncovered share that warns")
-    coverage_alert: float = Field(0.25, ge=0, le=1)
+    coverage_alert: float = Field(0.25, ge=0, le=1, description="uncovered share that alerts")
     redact: bool = Field(True, description="replace e-mails, phone numbers, IBANs, card numbers and IPs before text reaches a report")
 
 
-class Settings(_Strict):
-    chunking: ChunkingSettings = ChunkingSettings()
-    embedding: EmbeddingSettings = EmbeddingSettings()
-    bm25: Bm25Settings = Bm25Settings()
-    dedupe: DedupeSettings = DedupeSettings()
-    validation: ValidationSettings = ValidationSettings()
-    store: StoreSettings = StoreSettings()
-    serving: ServingSettings = ServingSettings()
-    ledger: LedgerSettings = LedgerSettings()
-    ingest: IngestSettings = IngestSettings()
-    runner: RunnerSettings = RunnerSettings()
-    retrieval: RetrievalSettings = RetrievalSettings()
-    eval: EvalSettings = EvalSettings()
-    regression: RegressionSettings = RegressionSettings()
-    drift: DriftSettings = DriftSettings()
+class Settings(BaseSettings):
+    """Every setting of an index, its readers and its reports; see the module docstring for the sources."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INDEXOPS_", env_nested_delimiter="__", env_ignore_empty=True, env_parse_none_str="null",
+        extra="forbid",
+    )
+
+    chunking: ChunkingSettings = Field(ChunkingSettings(), description="how documents are cut into chunks")
+    embedding: EmbeddingSettings = Field(EmbeddingSettings(), description="the dense encoder and how it runs")
+    bm25: Bm25Settings = Field(Bm25Settings(), description="the sparse BM25 encoder (part of the recipe)")
+    dedupe: DedupeSettings = Field(DedupeSettings(), description="exact and near-duplicate detection at ingest")
+    validation: ValidationSettings = Field(ValidationSettings(), description="record checks before anything is written")
+    store: StoreSettings = Field(StoreSettings(), description="where the vectors live")
+    serving: ServingSettings = Field(
+        ServingSettings(), description="readers open published snapshots, never the writer's shard (README \"Reading while ingesting\")"
+    )
+    ledger: LedgerSettings = Field(LedgerSettings(), description="the SQL ledger of documents, chunks, runs and snapshots")
+    ingest: IngestSettings = Field(IngestSettings(), description="batching and limits of an ingest run")
+    runner: RunnerSettings = Field(RunnerSettings(), description="where embedding fans out")
+    retrieval: RetrievalSettings = Field(RetrievalSettings(), description="how queries are answered")
+    eval: EvalSettings = Field(EvalSettings(), description="what an eval measures and the floor it must clear")
+    regression: RegressionSettings = Field(RegressionSettings(), description="the nightly paired comparison to the baseline")
+    drift: DriftSettings = Field(DriftSettings(), description="indexops report / flows/drift_report.py")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # earlier wins, nested dicts merge key by key; no .env or secrets dir (secrets stay in env or Prefect blocks)
+        yamls = [YamlConfigSettingsSource(settings_cls, yaml_file=f) for f in reversed(_YAML_FILES.get())]
+        return (init_settings, _Environment(settings_cls), *yamls)
 
 
-_ENV_OVERRIDES = {
-    "INDEXOPS_EMBEDDING_MODEL": ("embedding", "model"),
-    "INDEXOPS_STORE_BACKEND": ("store", "backend"),
-    "INDEXOPS_STORE_URL": ("store", "url"),
-    "INDEXOPS_LEDGER_URL": ("ledger", "url"),
-    "INDEXOPS_RUNNER": ("runner", "kind"),
-    "INDEXOPS_RUNNER_ADDRESS": ("runner", "address"),
-}
+# The YAML files under the environment, lowest first; `load_settings` adds the user's overlay for one call.
+_YAML_FILES: ContextVar[tuple[Path, ...]] = ContextVar("indexops_yaml_files", default=(DEFAULT_CONFIG,))
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+class _Environment(EnvSettingsSource):
+    """The environment, refusing a name with one underscore where the path has two (`INDEXOPS_STORE_URL`, the
+    names before the settings were derived from their path): ignoring it would silently run a worker on the
+    wrong store."""
+
+    def __call__(self) -> dict[str, Any]:
+        for name, value in os.environ.items():
+            rest = name.upper().removeprefix("INDEXOPS_").lower()
+            if not value or rest == name.lower() or "__" in rest:
+                continue
+            for group, field in Settings.model_fields.items():
+                key = rest.removeprefix(group + "_")
+                if key != rest and key in field.annotation.model_fields:  # type: ignore[union-attr]
+                    raise SettingsError(f"environment variable {name} is not read: set INDEXOPS_{group.upper()}__{key.upper()}")
+                if rest == group and not value.lstrip().startswith("{"):
+                    raise SettingsError(f"environment variable {name} is not read: set INDEXOPS_{group.upper()}__<FIELD>")
+        return super().__call__()
 
 
 def load_settings(path: str | Path | None = None, overrides: dict | None = None) -> Settings:
-    """Load the default YAML, overlay a user file and explicit overrides, validate.
+    """Load the settings: overrides > environment > the overlay at `path` > configs/default.yaml > defaults.
 
     Args:
         path: optional YAML overlay (only the keys it sets change).
@@ -257,22 +320,16 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
     Raises:
         FileNotFoundError: the overlay file does not exist.
         pydantic.ValidationError: a value is out of range or a key is unknown.
+        pydantic_settings.SettingsError: an environment variable cannot be read (or has a pre-path name).
     """
-    data: dict = {}
-    if DEFAULT_CONFIG.exists():
-        data = yaml.safe_load(DEFAULT_CONFIG.read_text()) or {}
+    files = (DEFAULT_CONFIG,)
     if path is not None:
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}")
-        data = _deep_merge(data, yaml.safe_load(p.read_text()) or {})
-    for var, path in _ENV_OVERRIDES.items():  # deployment-time settings (containers, workers)
-        if os.environ.get(var):
-            section, key = path
-            data = _deep_merge(data, {section: {key: os.environ[var]}})
-    if overrides:
-        data = _deep_merge(data, overrides)
-    settings = Settings.model_validate(data)
-    if not settings.validation.suite.is_absolute():
-        settings.validation.suite = (CONFIG_DIR / settings.validation.suite).resolve()
-    return settings
+        files += (p,)
+    token = _YAML_FILES.set(files)
+    try:
+        return Settings(**(overrides or {}))
+    finally:
+        _YAML_FILES.reset(token)
