@@ -22,16 +22,16 @@ def test_compose_services_are_pinned_and_health_checked():
         assert svc.get("healthcheck", {}).get("test"), f"{name} has no health check"
     assert {"pgdata", "qdrant"} <= set(c["volumes"])
     env = c["services"]["worker"]["environment"]
-    assert env["INDEXOPS_STORE_BACKEND"] == "qdrant"
-    assert env["INDEXOPS_RUNNER"] == "dask" and env["INDEXOPS_RUNNER_ADDRESS"].startswith("tcp://dask-scheduler:")
+    assert env["INDEXOPS_STORE__BACKEND"] == "qdrant"
+    assert env["INDEXOPS_RUNNER__KIND"] == "dask" and env["INDEXOPS_RUNNER__ADDRESS"].startswith("tcp://dask-scheduler:")
     assert {"dask-scheduler", "dask-worker"} <= set(c["services"])
 
 
 def test_env_selects_the_dask_runner(monkeypatch):
     from indexops.settings import load_settings
 
-    monkeypatch.setenv("INDEXOPS_RUNNER", "dask")
-    monkeypatch.setenv("INDEXOPS_RUNNER_ADDRESS", "tcp://dask-scheduler:8786")
+    monkeypatch.setenv("INDEXOPS_RUNNER__KIND", "dask")
+    monkeypatch.setenv("INDEXOPS_RUNNER__ADDRESS", "tcp://dask-scheduler:8786")
     r = load_settings().runner
     assert (r.kind, r.address) == ("dask", "tcp://dask-scheduler:8786")
 
@@ -62,8 +62,8 @@ def test_deployment_entrypoints_import():
 def test_env_overrides_move_store_and_ledger(monkeypatch):
     from indexops.settings import load_settings
 
-    monkeypatch.setenv("INDEXOPS_STORE_BACKEND", "qdrant")
-    monkeypatch.setenv("INDEXOPS_STORE_URL", "http://qdrant:6333")
-    monkeypatch.setenv("INDEXOPS_LEDGER_URL", "postgresql+psycopg://u@db/indexops")
+    monkeypatch.setenv("INDEXOPS_STORE__BACKEND", "qdrant")
+    monkeypatch.setenv("INDEXOPS_STORE__URL", "http://qdrant:6333")
+    monkeypatch.setenv("INDEXOPS_LEDGER__URL", "postgresql+psycopg://u@db/indexops")
     s = load_settings()
     assert (s.store.backend, s.store.url, s.ledger.url) == ("qdrant", "http://qdrant:6333", "postgresql+psycopg://u@db/indexops")
