@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 DEMO_DIR ?= .demo
 PREFECT_PORT ?= 4200
 
-.PHONY: install test test-unit test-flows test-integration test-e2e demo server deploy serve alerts bench bench-quick clean
+.PHONY: install config test test-unit test-flows test-integration test-e2e demo server deploy serve alerts bench bench-quick clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# configs/default.yaml from the settings models (tests/unit/test_settings.py fails when it is stale).
+config: install
+	$(BIN)/python -m indexops.config_file
 
 test: install
 	$(BIN)/python -m pytest -m "unit or flows or integration or e2e" -q
