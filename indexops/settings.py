@@ -270,6 +270,15 @@ class Settings(BaseSettings):
     regression: RegressionSettings = Field(RegressionSettings(), description="the nightly paired comparison to the baseline")
     drift: DriftSettings = Field(DriftSettings(), description="indexops report / flows/drift_report.py")
 
+    def dump_without_credentials(self) -> dict[str, Any]:
+        """The settings as JSON data with any password in `ledger.url` / `store.url` masked: what
+        the ledger records as a collection's settings (credentials stay in the environment)."""
+        data = self.model_dump(mode="json")
+        for group in ("ledger", "store"):
+            if data[group].get("url"):
+                data[group]["url"] = mask_url_password(data[group]["url"])
+        return data
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -333,3 +342,14 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         return Settings(**(overrides or {}))
     finally:
         _YAML_FILES.reset(token)
+
+
+def mask_url_password(url: str) -> str:
+    """`scheme://user:secret@host/db` -> `scheme://user:***@host/db`; other URLs unchanged."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

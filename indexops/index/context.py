@@ -166,7 +166,7 @@ def open_index(workspace: str | Path, settings: Settings) -> IndexContext:
     recipe = build_recipe(settings, embedder, chunker, bm25)
     collection = f"{settings.store.collection_prefix}-{recipe_hash(recipe)[:12]}"
     ledger = Ledger.for_workspace(ws, settings.ledger.url)
-    ledger.ensure_state(collection, recipe, settings.model_dump(mode="json"))
+    ledger.ensure_state(collection, recipe, settings.dump_without_credentials())
     near = NearDuplicateIndex(settings.dedupe) if settings.dedupe.near else None
     return IndexContext(settings, ws, ledger, embedder, chunker, bm25, near, recipe, collection)
 

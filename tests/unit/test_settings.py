@@ -170,3 +170,23 @@ def test_every_shipped_overlay_validates(overlay):
     settings overlay a user passes with --config, so each must load as it is."""
     s = load_settings(REPO / "configs" / overlay)
     assert s.embedding.backend in ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
+
+
+def test_the_settings_the_ledger_records_hold_no_password(tmp_path, monkeypatch):
+    """A password inside `ledger.url` or `store.url` never reaches the ledger's copy of the settings."""
+    import json
+
+    from indexops.index.context import open_index
+    from indexops.settings import mask_url_password
+
+    assert mask_url_password("postgresql+psycopg://ops:s3cr3t@db:5432/ix") == "postgresql+psycopg://ops:***@db:5432/ix"
+    assert mask_url_password("http://qdrant:6333") == "http://qdrant:6333"
+    s = load_settings(REPO / "configs" / "hashing.yaml")
+    s.store.url = "http://reader:hunter2-store@qdrant:6333"
+    dumped = json.dumps(s.dump_without_credentials())
+    assert "hunter2-store" not in dumped and "reader:***@qdrant" in dumped
+    ctx = open_index(tmp_path / "ws", s)  # Edge ignores store.url: only the recorded settings carry it
+    ctx.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "ws").glob("ledger.db*"))
+    assert b"hunter2-store" not in raw
+    assert b"reader:***@qdrant" in raw  # the settings were recorded: the line above is not vacuous
