@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from indexops.embed.protocol import ProgressFn
-from indexops.index.context import IndexContext, needs_optimize, open_index
+from indexops.index.context import IndexContext, needs_optimize, open_index, optimize_index
 from indexops.index.snapshot import publish_snapshot
 from indexops.ingest.readers import FeedFileError
 from indexops.ingest.sources import SourceKind, batch_files, detect_kind, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
@@ -234,11 +234,6 @@ def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | No
 STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "plan_changes", "chunk": "chunk_documents",
               "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "optimize": "optimize_store",
               "compact": "optimize_store", "ahead": "chunk_documents", "snapshot": "publish_snapshot"}
-
-
-def optimize_index(ctx: IndexContext) -> bool:
-    """Merge the store's segments once after a bulk write (`needs_optimize`)."""
-    return ctx.store.optimize()
 
 
 def run_source(
