@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from indexops.index.context import IndexContext
+from indexops.index.context import IndexContext, optimize_index
 from indexops.index.reconcile import ReconcileReport, reconcile, reconcile_markdown
 from indexops.index.snapshot import publish_for_readers
 
@@ -30,7 +30,7 @@ def publish_reconcile_report(report: ReconcileReport) -> None:
 @task(name="optimize_store", cache_policy=NO_CACHE, timeout_seconds=3600)
 def optimize_store(ctx: IndexContext) -> bool:
     """Flush and merge the store's segments (in-process for Qdrant Edge; a server does its own)."""
-    changed = ctx.store.optimize()
+    changed = optimize_index(ctx)
     get_run_logger().info("store %s optimized: %s", ctx.collection, "segments merged" if changed else "already optimal")
     return changed
 

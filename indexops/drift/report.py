@@ -20,69 +20,30 @@ renderer escapes every string.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from indexops.drift import statistics as D
+from indexops.drift.corpus import corpus_section
 from indexops.drift.redact import Redactor
+from indexops.drift.sections import SECTIONS, _r, _section, _snap_ref, _ts, parse_since  # SECTIONS, parse_since: part of this module's API
 from indexops.eval.regression import RegressionThresholds, Status, judge, paired_comparison
-from indexops.index.context import IndexContext, recipe_hash
+from indexops.index.context import IndexContext
 from indexops.index.reader import open_snapshot
-from indexops.ledger import Ledger, documents, query_sets
+from indexops.ledger import Ledger
 from indexops.settings import CONFIG_DIR, Settings
 
 SCHEMA = "indexops.drift-report/1"
-SECTIONS = {
-    "retrieval": "Retrieval quality over time",
-    "corpus": "Corpus change",
-    "embedding": "Embedding drift",
-    "coverage": "Coverage of production queries",
-}
 HTML_NAME, JSON_NAME = "drift-report.html", "drift-report.json"
 _STATUS_LEVEL = {Status.PASS: D.Level.OK, Status.WARN: D.Level.WARN, Status.FAIL: D.Level.ALERT}
 
 
 class WorkspaceNotFound(FileNotFoundError):
     """The workspace (or its ledger) does not exist."""
-
-
-def parse_since(value: str | datetime | None) -> datetime | None:
-    """An ISO date or datetime (naive = UTC).
-
-    Raises:
-        ValueError: not an ISO 8601 date.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        dt = value
-    else:
-        try:
-            dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"--since must be an ISO date such as 2026-11-01 or 2026-11-01T12:00:00Z, not {value!r}") from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-
-
-def _ts(s: Any) -> datetime | None:
-    if s is None:
-        return None
-    if isinstance(s, (int, float)) and not isinstance(s, bool):
-        return datetime.fromtimestamp(float(s), timezone.utc) if math.isfinite(s) else None
-    try:
-        return parse_since(str(s))
-    except ValueError:
-        return None
-
-
-def _r(x: float | None, nd: int = 4) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else round(float(x), nd)
 
 
 def _config_path(p: str | Path) -> Path:
@@ -92,33 +53,6 @@ def _config_path(p: str | Path) -> Path:
         return path
     alt = (CONFIG_DIR / path).resolve()
     return alt if alt.exists() else path
-
-
-def _snap_ref(s: dict[str, Any] | None) -> dict[str, Any] | None:
-    if s is None:
-        return None
-    rec = s.get("recipe") or {}
-    emb, ch = rec.get("embedding", {}), rec.get("chunker", {})
-    return {
-        "snapshot_id": s["snapshot_id"], "collection": s.get("collection"), "created_at": s.get("created_at"),
-        "recipe_hash": recipe_hash(rec) if rec else None, "documents": s.get("documents"), "chunks": s.get("chunks"),
-        "recipe": f"{emb.get('model', '?')} ({str(emb.get('fingerprint', ''))[:12]}), {ch.get('strategy', '?')} "
-                  f"{ch.get('max_tokens', '?')}/{ch.get('overlap_tokens', '?')} tokens",
-    }
-
-
-def _section(sid: str, checks: list[D.DriftTest], compares: list[dict[str, Any]], **parts: Any) -> dict[str, Any]:
-    verdict = D.Level.worst([c.verdict for c in checks])
-    flagged = [c for c in checks if c.verdict is verdict and verdict in (D.Level.WARN, D.Level.ALERT)]
-    if flagged:
-        reason = "; ".join(f"{c.name}: {c.reason}" for c in flagged[:3])
-    elif verdict is D.Level.OK:
-        reason = "every check within its thresholds"
-    else:
-        reason = next((c.reason for c in checks), "no data")
-    return {"id": sid, "title": SECTIONS[sid], "verdict": verdict.value, "reason": reason, "compares": compares,
-            "checks": [c.to_dict() for c in checks], "figures": parts.get("figures", {}), "tables": parts.get("tables", {}),
-            "notes": parts.get("notes", [])}
 
 
 class _Collector:
@@ -199,8 +133,7 @@ class _Collector:
         if not evals:
             return {}, "no eval run: no labeled query set known"
         qh = evals[-1]["query_set_hash"]
-        with self.ledger.engine.connect() as c:
-            row = c.execute(select(query_sets).where(query_sets.c.hash == qh)).first()
+        row = self.ledger.query_set(qh)
         if row is None or not row.source or " + " not in row.source:
             return {}, "the latest eval's query set has no readable source"
         qp, _, _rp = row.source.partition(" + ")
@@ -322,153 +255,6 @@ class _Collector:
                         notes=[f"query set {qh[:12]}; verdict per metric: warn on a mean drop > {reg.warn_drop}, alert on a drop > "
                                f"{reg.fail_drop} whose {1 - reg.alpha:.0%} CI lies below zero (regression settings)"])
 
-    # ---- 2. corpus -------------------------------------------------------------------------------
-    def corpus(self, snaps: list[dict[str, Any]], base: dict[str, Any] | None, live: dict[str, Any] | None, base_why: str) -> dict[str, Any]:
-        if base is None or live is None:
-            return _section("corpus", [D.not_applicable("snapshots", "no snapshot yet: run an ingest first")], [])
-        d = self.d
-        checks: list[D.DriftTest] = []
-        compares = [{"label": "snapshots", "baseline": _snap_ref(base), "current": _snap_ref(live), "why": base_why}]
-        runs = {r["run_id"]: r for r in self.ledger.list_runs()}
-        quarantine = self.ledger.list_quarantine()
-        q_by_run: dict[str, int] = {}
-        for q in quarantine:
-            q_by_run[q["run_id"] or ""] = q_by_run.get(q["run_id"] or "", 0) + 1
-        with self.ledger.engine.connect() as c:
-            doc_rows = c.execute(select(documents.c.doc_id, documents.c.status, documents.c.run_id, documents.c.dup_kind,
-                                        documents.c.updated_at, documents.c.changed_at, documents.c.version_hash, documents.c.feed)).all()
-        dup_by_run: dict[str, int] = {}
-        for r in doc_rows:
-            if r.status == "duplicate":
-                dup_by_run[r.run_id or ""] = dup_by_run.get(r.run_id or "", 0) + 1
-        # per-snapshot changes (the live collection's history)
-        hist = [s for s in snaps if s["collection"] == live["collection"]][-60:]
-        per_run, prev_v = [], None
-        first_idx = snaps.index(hist[0]) if hist else 0
-        prior = [s for s in snaps[:first_idx] if s["collection"] == live["collection"]]
-        if prior:
-            prev_v = self.ledger.doc_versions_at(int(prior[-1].get("ledger_version", 0)))
-        for s in hist:
-            cur_v = self.ledger.doc_versions_at(int(s.get("ledger_version", 0)))
-            pv = prev_v or {}
-            run = runs.get(s.get("run_id") or "")
-            counts = (run or {}).get("counts") or {}
-            added = sum(1 for k in cur_v if k not in pv)
-            updated = sum(1 for k in cur_v if k in pv and pv[k] != cur_v[k])
-            deleted = sum(1 for k in pv if k not in cur_v)
-            dups = counts.get("exact_duplicates", 0) + counts.get("near_duplicates", 0) if run else dup_by_run.get(s.get("run_id") or "", 0)
-            quar = counts.get("quarantined", 0) if run else q_by_run.get(s.get("run_id") or "", 0)
-            received = counts.get("received") if run else None
-            if not received:
-                received = added + updated + deleted + dups + quar
-            per_run.append({"snapshot_id": s["snapshot_id"], "created_at": s["created_at"], "run_id": s.get("run_id"),
-                            "feed": (run or {}).get("feed"), "added": added, "updated": updated, "deleted": deleted, "received": received,
-                            "exact_duplicates": counts.get("exact_duplicates") if run else None,
-                            "near_duplicates": counts.get("near_duplicates") if run else None, "duplicates": dups, "quarantined": quar,
-                            "duplicate_rate": _r(dups / received) if received else None,
-                            "quarantine_rate": _r(quar / received) if received else None, "counts_from": "run" if run else "ledger"})
-            prev_v = cur_v
-        base_t = _ts(base["created_at"]) or self.now
-        window = [r for r in per_run if (_ts(r["created_at"]) or self.now) > base_t] or per_run[-1:]
-        rec = sum(r["received"] for r in window)
-        dups = sum(r["duplicates"] for r in window)
-        quar = sum(r["quarantined"] for r in window)
-        if rec:
-            qr, dr = quar / rec, dups / rec
-            checks.append(D.DriftTest("quarantine rate", qr, None, D.threshold_verdict(qr, d.quarantine_warn, d.quarantine_alert),
-                                      f"{quar} of {rec} received records quarantined ({qr:.1%}) in {len(window)} run(s)", 0, rec,
-                                      {"warn": d.quarantine_warn, "alert": d.quarantine_alert}))
-            checks.append(D.DriftTest("duplicate rate", dr, None, D.threshold_verdict(dr, d.duplicate_warn, d.duplicate_alert),
-                                      f"{dups} of {rec} received records were exact or near duplicates ({dr:.1%})", 0, rec,
-                                      {"warn": d.duplicate_warn, "alert": d.duplicate_alert}))
-        base_v = self.ledger.doc_versions_at(int(base.get("ledger_version", 0)))
-        live_v = self.ledger.doc_versions_at(int(live.get("ledger_version", 0)))
-        added = sorted(k for k in live_v if k not in base_v)
-        removed = sorted(k for k in base_v if k not in live_v)
-        changed = sorted(k for k in live_v if k in base_v and base_v[k] != live_v[k])
-        unchanged = sorted(k for k in live_v if k in base_v and base_v[k] == live_v[k])
-        if base_v:
-            ds = len(removed) / len(base_v)
-            checks.append(D.DriftTest("deleted since baseline", ds, None, D.threshold_verdict(ds, d.deleted_warn, d.deleted_alert),
-                                      f"{len(removed)} of the baseline's {len(base_v)} documents deleted ({ds:.1%})", len(base_v), len(live_v),
-                                      {"warn": d.deleted_warn, "alert": d.deleted_alert}))
-        current = {r.doc_id: r for r in doc_rows}
-        new_ids = [k for k in added + changed if k in current and current[k].version_hash == live_v[k]]
-        old_ids = [k for k in unchanged if k in current and current[k].version_hash == live_v[k]]
-        new_s, old_s = self.sample(new_ids, d.max_sample, 1), self.sample(old_ids, d.max_sample, 2)
-        # chunk lengths: baseline chunks of unchanged documents vs the new documents' chunks; after a
-        # recipe change every live chunk is new (the chunker may have changed)
-        same_recipe = base["collection"] == live["collection"]
-        new_len_ids = new_s if same_recipe else self.sample(list(live_v), d.max_sample, 3)
-        bc = self.ledger.chunks_for_docs(base["collection"], old_s)
-        nc = self.ledger.chunks_for_docs(live["collection"], new_len_ids)
-        la = [(doc, r.n_chars) for doc, rows in bc.items() for r in rows]
-        lb = [(doc, r.n_chars) for doc, rows in nc.items() for r in rows]
-        lt = D.length_shift_test([x for _, x in la], [x for _, x in lb], groups_a=[g for g, _ in la], groups_b=[g for g, _ in lb],
-                                 n_perm=d.permutations, **self.test_kw())
-        if not same_recipe:
-            lt = D.DriftTest(lt.name, lt.statistic, lt.p_value, lt.verdict, lt.reason + " (recipe changed: live collection vs baseline collection)",
-                             lt.n_a, lt.n_b, lt.extra)
-        checks.append(lt)
-        texts = self.ledger.get_documents(old_s + new_s)
-
-        def doc_text(k: str) -> str:
-            r = texts.get(k)
-            return self.scrub(f"{r.title}\n{r.text or ''}") if r else ""
-
-        vd = D.vocabulary_drift([doc_text(k) for k in old_s], [doc_text(k) for k in new_s], n_perm=d.permutations, top_terms=d.top_terms,
-                                smoothing=d.term_smoothing, oov_warn=d.oov_warn, oov_alert=d.oov_alert, **self.test_kw())
-        checks.append(vd.test)
-        if vd.oov_test is not None:
-            checks.append(vd.oov_test)
-        # freshness and age
-        last_ok: dict[str, datetime] = {}
-        for r in runs.values():
-            if r["status"] == "completed" and r["finished_at"] and r["feed"]:
-                t = _ts(r["finished_at"])
-                if t and (r["feed"] not in last_ok or t > last_ok[r["feed"]]):
-                    last_ok[r["feed"]] = t
-        for feed, cur in self.ledger.all_cursors().items():
-            t = _ts(cur["updated_at"])
-            if t and (feed not in last_ok or t > last_ok[feed]):
-                last_ok[feed] = t
-        fresh_rows = []
-        for feed, t in sorted(last_ok.items()):
-            hours = max((self.now - t).total_seconds() / 3600.0, 0.0)
-            v = D.threshold_verdict(hours, d.freshness_warn_hours, d.freshness_alert_hours)
-            failed = sum(1 for r in runs.values() if r["feed"] == feed and r["status"] == "failed" and (_ts(r["started_at"]) or self.now) > t)
-            fresh_rows.append({"feed": self.scrub(feed), "last_success": t.isoformat(), "hours_ago": _r(hours, 2), "failed_since": failed, "verdict": v.value})
-            checks.append(D.DriftTest(f"freshness {self.scrub(feed)}", hours, None, v,
-                                      f"last successful ingest {hours:.1f} h ago" + (f", {failed} failed run(s) since" if failed else ""),
-                                      extra={"warn_hours": d.freshness_warn_hours, "alert_hours": d.freshness_alert_hours}))
-        ages, future = [], 0
-        for r in doc_rows:
-            if r.status != "active":
-                continue
-            t = r.updated_at or r.changed_at
-            if t is None:
-                continue
-            t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
-            days = (self.now - t).total_seconds() / 86400.0
-            future += days < 0
-            ages.append(max(days, 0.0))
-        age = {"documents": len(ages), "future_dated": int(future)}
-        if ages:
-            a = np.asarray(ages)
-            age.update({f"p{q}": _r(float(np.percentile(a, q)), 2) for q in (10, 50, 90)})
-            age["max"] = _r(float(a.max()), 2)
-            age["days"] = [_r(x, 2) for x in self.sample(ages, 2000, 4)]
-        return _section(
-            "corpus", checks, compares,
-            figures={"chunk_lengths": {"baseline": [x for _, x in la], "new": [x for _, x in lb]}, "age_days": age},
-            tables={"per_snapshot": per_run,
-                    "since_baseline": {"added": len(added), "updated": len(changed), "deleted": len(removed), "unchanged": len(unchanged),
-                                       "sampled_new": len(new_s), "sampled_baseline": len(old_s)},
-                    "rising_terms": vd.rising, "falling_terms": vd.falling, "freshness": fresh_rows},
-            notes=[f"baseline = {base_why}", "new = documents added or updated since the baseline; baseline sample = documents unchanged since",
-                   "a two-sample test alerts at p < %g and warns at p < %g; permutations move whole documents" % (d.alpha, d.warn_alpha)],
-        )
-
     # ---- 3. embedding ------------------------------------------------------------------------------
     def _chunk_vectors(self, doc_ids: list[str], tag: int) -> tuple[np.ndarray, list[str], list[str]]:
         assert self.ctx is not None
@@ -566,7 +352,7 @@ class _Collector:
 
     def build(self) -> dict[str, Any]:
         snaps, base, live, why = self.snapshots()
-        sections = [self.retrieval(), self.corpus(snaps, base, live, why), self.embedding(base, live, why), self.coverage()]
+        sections = [self.retrieval(), corpus_section(self, snaps, base, live, why), self.embedding(base, live, why), self.coverage()]
         return {
             "schema": SCHEMA, "generated_at": self.now.isoformat(), "workspace": self.scrub(self.ws.name),
             "since": self.since.isoformat() if self.since else None, "redacted": self.scrub.enabled,

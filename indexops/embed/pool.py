@@ -29,7 +29,7 @@ import numpy as np
 
 from indexops.embed.cpu import cpu_cores
 from indexops.embed.factory import make_embedder
-from indexops.embed.protocol import Embedder, ProgressFn, Tokenizer
+from indexops.embed.protocol import Embedder, EmbedsTokenIds, ExportsModelFile, ProgressFn, Tokenizer
 
 _HEADER = struct.Struct("<Q")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the worker imports this same indexops
@@ -226,9 +226,8 @@ class PooledEmbedder:
                 _POOLS.pop(key).stop(kill=True)
             if key not in _POOLS:
                 self._flight.clear()
-                prepare = getattr(self.local, "model_path", None)
-                if prepare is not None:  # export/quantise the ONNX file once, before the workers look for it
-                    prepare()
+                if isinstance(self.local, ExportsModelFile):  # export/quantise the ONNX file once, before the workers look for it
+                    self.local.model_path()
                 _POOLS[key] = _Dispatcher(self.spec, self.threads, self.workers)
             return _POOLS[key]
 
@@ -346,9 +345,8 @@ def _serve(spec: dict[str, Any], threads: int) -> None:
             _send(out, ("error", failure))
             continue
         try:
-            template = getattr(emb, "token_ids_template", None)
-            if ids is not None and template is not None and template() is not None:
-                _send(out, ("ok", emb.embed_token_ids(ids)))  # type: ignore[attr-defined]
+            if ids is not None and isinstance(emb, EmbedsTokenIds) and emb.token_ids_template() is not None:
+                _send(out, ("ok", emb.embed_token_ids(ids)))
             else:
                 _send(out, ("ok", emb.embed(texts)))
         except Exception as exc:

@@ -1,7 +1,8 @@
 """Embedders behind one small Protocol: the real sentence-transformers model and a hashing stand-in.
 
 Both also expose the tokenizer that chunking counts in, so chunk windows are measured in the
-embedding model's own tokens.
+embedding model's own tokens. What only some embedders and tokenizers can do is declared as its own
+runtime-checkable Protocol below, and callers ask with `isinstance` (not `hasattr`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -35,6 +36,56 @@ class Embedder(Protocol):
     def tokenizer(self) -> Tokenizer: ...
 
     def embed(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class BatchTokenizer(Protocol):
+    """A tokenizer that tokenizes many texts in one call ahead of the `spans` calls that follow."""
+
+    def warm(self, texts: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class TokenIdTokenizer(Protocol):
+    """A tokenizer that also hands out the token ids behind its spans (`HFTokenizer`).
+
+    `continues` is None unless word-aligned slices of the ids are exact (WordPiece over BERT's
+    pre-tokenizer); only then do chunks carry their token ids."""
+
+    continues: np.ndarray | None
+    id_dtype: str
+
+    def spans_ids(self, text: str) -> tuple[list[tuple[int, int]], np.ndarray]: ...
+
+
+@runtime_checkable
+class EncoderPool(Protocol):
+    """An embedder that queues texts ahead of the `embed` that will ask for them (`PooledEmbedder`),
+    sorting its slices by token counts and encoding from token ids where it is given them."""
+
+    def prefetch(self, texts: Sequence[str], lengths: Sequence[int | None] | None = None,
+                 ids: Sequence[bytes | None] | None = None) -> None: ...
+
+    def embed(self, texts: Sequence[str], progress: ProgressFn | None = None, lengths: Sequence[int | None] | None = None,
+              ids: Sequence[bytes | None] | None = None) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ExportsModelFile(Protocol):
+    """An embedder that runs a model file it makes on first use (the ONNX export): an encoder pool
+    has it made once before its workers look for it."""
+
+    def model_path(self) -> Path: ...
+
+
+@runtime_checkable
+class EmbedsTokenIds(Protocol):
+    """An embedder that encodes texts given as token ids (`Chunk.token_ids`) without tokenizing,
+    where its tokenizer frames a text as prefix + ids + suffix (`token_ids_template` not None)."""
+
+    def token_ids_template(self) -> tuple[list[int], list[int], int] | None: ...
+
+    def embed_token_ids(self, ids: Sequence[bytes], progress: ProgressFn | None = None) -> np.ndarray: ...
 
 
 _BUNDLED_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from indexops.embed.cpu import cpu_cores
 from indexops.embed.factory import make_embedder, resolve_backend
-from indexops.embed.protocol import Embedder
+from indexops.embed.protocol import Embedder, EncoderPool
 from indexops.ids import canonical_json, sha256_hex
 from indexops.ingest.chunking import Chunker
 from indexops.ingest.dedupe import NearDuplicateIndex
 from indexops.ledger import SCHEMA_VERSION, Ledger
 from indexops.settings import Settings
 from indexops.store.factory import open_store
-from indexops.store.protocol import VectorStore
+from indexops.store.protocol import IndexesInSteps, SupportsOptimize, VectorStore
 from indexops.store.sparse import Bm25Encoder
-
-if TYPE_CHECKING:
-    from indexops.embed.pool import PooledEmbedder
 
 _MOD = 1 << 256
 
@@ -52,9 +49,9 @@ class IndexContext:
         return self._store
 
     @property
-    def pool(self) -> PooledEmbedder | None:
+    def pool(self) -> EncoderPool | None:
         """The embedder when it is an encoder pool (texts can be queued ahead, with token counts), else None."""
-        return self.embedder if hasattr(self.embedder, "prefetch") else None
+        return self.embedder if isinstance(self.embedder, EncoderPool) else None
 
     def close_store(self) -> None:
         if self._store is not None:
@@ -83,13 +80,21 @@ def compact_store(ctx: IndexContext) -> bool:
     n = ctx.settings.ingest.compact_store_every_points
     if n is None or ctx.settings.store.backend != "edge" or ctx.points_since_open < n:
         return False
-    if getattr(ctx.store, "indexes_in_steps", False):
-        ctx.store.optimize()
+    store = ctx.store
+    if isinstance(store, IndexesInSteps) and store.indexes_in_steps:
+        store.optimize()
         ctx.points_since_open = 0
     else:
         ctx.close_store()
     trim_heap()
     return True
+
+
+def optimize_index(ctx: IndexContext) -> bool:
+    """Merge the store's segments (once after a bulk write, `needs_optimize`, or in maintenance);
+    False for a store that optimizes on its own (a Qdrant server)."""
+    store = ctx.store
+    return store.optimize() if isinstance(store, SupportsOptimize) else False
 
 
 def trim_heap() -> None:

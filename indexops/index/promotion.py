@@ -14,6 +14,7 @@ from typing import Any
 
 from indexops.index.snapshot import current_snapshot_id
 from indexops.ledger import Ledger
+from indexops.store.protocol import SupportsServerAlias
 
 LIVE = "live"
 
@@ -54,7 +55,9 @@ def server_alias_switch(settings: Any, workspace: str | Path) -> AliasSwitch | N
 
         st = open_store("qdrant", workspace, collection, 1, settings.store.url, settings.store.api_key_env)
         try:
-            st.point_alias(LIVE)  # type: ignore[attr-defined]
+            if not isinstance(st, SupportsServerAlias):
+                raise TypeError(f"store {type(st).__name__} keeps no server-side aliases")
+            st.point_alias(LIVE)
         finally:
             st.close()
 

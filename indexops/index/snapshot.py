@@ -13,6 +13,7 @@ import indexops
 from indexops.index import replicas
 from indexops.index.context import IndexContext, snapshot_id_for
 from indexops.ledger import Ledger, multiset_term
+from indexops.store.protocol import StoredInFiles
 
 
 def served_snapshot_id(ctx: IndexContext) -> str:
@@ -87,8 +88,10 @@ def publish_for_readers(ctx: IndexContext, snapshot_id: str | None = None, force
     live = ctx.ledger.alias("live")
     keep = frozenset({live["snapshot_id"]}) if live and live.get("pinned") and live["collection"] == ctx.collection else frozenset()
     store = ctx.store
+    if not isinstance(store, StoredInFiles):
+        raise TypeError(f"store {type(store).__name__} has no files to publish for readers")
     store.flush()
-    rep = replicas.publish(store.path, ctx.workspace, ctx.collection, sid, retention=sv.retention, keep=keep,  # type: ignore[attr-defined]
+    rep = replicas.publish(store.path, ctx.workspace, ctx.collection, sid, retention=sv.retention, keep=keep,
                            share_files=sv.share_files, verify_links=sv.verify_links, force=force)
     return rep.to_dict()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from indexops.embed.protocol import Tokenizer
+from indexops.embed.protocol import BatchTokenizer, TokenIdTokenizer, Tokenizer
 from indexops.ids import chunk_hash, chunk_id, normalize_text, sha256_hex
 from indexops.models import Chunk
 from indexops.settings import ChunkingSettings
@@ -51,8 +51,10 @@ class Chunker:
         self._ahead: dict[str, tuple[str, str, dict[str, Any], ChunkResult]] = {}
         # which vocabulary ids continue a word, where the tokenizer also hands out ids (the model's
         # WordPiece): chunks then carry their embed text's token ids and the encoder skips tokenizing
-        self._continues: np.ndarray | None = getattr(tokenizer, "continues", None)
-        self._no_ids = np.zeros(0, dtype=getattr(tokenizer, "id_dtype", "<u4"))
+        ids_tok = tokenizer if isinstance(tokenizer, TokenIdTokenizer) else None
+        self._continues: np.ndarray | None = ids_tok.continues if ids_tok else None
+        self._ids_tok = ids_tok if self._continues is not None else None
+        self._no_ids = np.zeros(0, dtype=ids_tok.id_dtype if ids_tok else "<u4")
 
     def chunk_ahead(self, docs: list[tuple[str, str, str, dict[str, Any]]]) -> list[ChunkResult]:
         """Chunk documents a later batch will probably ask for, and keep the results until then
@@ -79,9 +81,8 @@ class Chunker:
 
     def warm(self, texts: list[str]) -> None:
         """Let a tokenizer that can batch (the model's) tokenize the next documents in one call."""
-        warm = getattr(self.tok, "warm", None)
-        if warm is not None and self.settings.strategy != "document":  # whole documents need no token spans
-            warm(texts)
+        if isinstance(self.tok, BatchTokenizer) and self.settings.strategy != "document":  # whole documents need no token spans
+            self.tok.warm(texts)
 
     def chunk(self, doc_id: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkResult:
         ahead = self._ahead.pop(doc_id, None)
@@ -95,16 +96,16 @@ class Chunker:
         title_tokens = 0
         title_ids: np.ndarray | None = self._no_ids  # no title: nothing before the text's ids
         room = self.max_tokens - MIN_BUDGET - 1  # the title may use what the text does not need
-        with_ids = self._continues is not None
+        ids_tok = self._ids_tok
         if self.settings.include_title and title.strip() and room > 0:
-            tspans, tids = self.tok.spans_ids(title) if with_ids else (self.tok.spans(title), None)  # type: ignore[attr-defined]
+            tspans, tids = ids_tok.spans_ids(title) if ids_tok else (self.tok.spans(title), None)
             shown = title if len(tspans) <= room else title[: tspans[room - 1][1]]
             prefix = f"{shown}\n"
             title_tokens = min(len(tspans), room)
             budget = self.max_tokens - title_tokens - 1
             title_ids = self._word_aligned(tids, 0, title_tokens)
         overlap = min(self.settings.overlap_tokens, budget // 2)
-        spans, ids = self.tok.spans_ids(text) if with_ids else (self.tok.spans(text), None)  # type: ignore[attr-defined]
+        spans, ids = ids_tok.spans_ids(text) if ids_tok else (self.tok.spans(text), None)
         starts = [s for s, _ in spans]  # token start offsets: sentence sizes and each chunk's count
         if self.settings.strategy == "token_window":
             ranges = _token_windows(spans, budget, overlap)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from indexops.embed.protocol import ProgressFn
-from indexops.index.context import IndexContext, needs_optimize
+from indexops.index.context import IndexContext, needs_optimize, optimize_index
 from indexops.index.snapshot import publish_snapshot
 from indexops.ingest.read_ahead import UnitsAhead, screen_unit
 from indexops.ingest.sources import SourceKind, detect_kind, feed_name
@@ -51,11 +51,6 @@ def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | No
 STAGE_TASK = {"scan": "scan_source", "validate": "validate_batch", "plan": "plan_changes", "chunk": "chunk_documents",
               "embed": "embed_chunks", "store": "write_index", "ledger": "commit_ledger", "optimize": "optimize_store",
               "compact": "optimize_store", "ahead": "chunk_documents", "snapshot": "publish_snapshot"}
-
-
-def optimize_index(ctx: IndexContext) -> bool:
-    """Merge the store's segments once after a bulk write (`needs_optimize`)."""
-    return ctx.store.optimize()
 
 
 def run_source(

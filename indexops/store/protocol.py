@@ -1,6 +1,10 @@
 """Vector stores behind one small Protocol: Qdrant Edge in-process (default) and a Qdrant
 server or cluster through qdrant-client. One collection per recipe, with a named dense vector
 and a BM25 sparse vector whose IDF the engine maintains.
+
+What only some stores can do is declared as its own runtime-checkable Protocol (`SupportsOptimize`,
+`IndexesInSteps`, `StoredInFiles`, `SupportsServerAlias`), and callers ask with `isinstance`: the
+optional capabilities are listed here rather than found by `hasattr` at the call sites.
 """
 
 from __future__ import annotations
@@ -8,7 +12,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from indexops.models import json_depth
 
@@ -50,8 +55,38 @@ class VectorStore(Protocol):
     def search_hybrid(self, vector: Sequence[float], sparse: tuple[list[int], list[float]], limit: int,
                       prefetch: int = 100, rrf_k: int = 60, weights: Sequence[float] | None = None) -> list[Hit]: ...
     def flush(self) -> None: ...
-    def optimize(self) -> bool: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsOptimize(Protocol):
+    """A store whose segments this process merges (Qdrant Edge); a server optimizes on its own."""
+
+    def optimize(self) -> bool: ...
+
+
+@runtime_checkable
+class IndexesInSteps(SupportsOptimize, Protocol):
+    """A store that can say whether `optimize()` costs only what was appended since the last one
+    (then compacting between batches optimizes instead of closing the store)."""
+
+    @property
+    def indexes_in_steps(self) -> bool: ...
+
+
+@runtime_checkable
+class StoredInFiles(Protocol):
+    """A store that lives in a directory of its own (Qdrant Edge): its files can be published as
+    a read replica."""
+
+    path: Path
+
+
+@runtime_checkable
+class SupportsServerAlias(Protocol):
+    """A store on a server that keeps collection aliases (Qdrant server): apps querying it follow `live`."""
+
+    def point_alias(self, alias: str) -> None: ...
 
 
 MAX_PAYLOAD_DEPTH = 64  # Qdrant reads payloads back with a 128-level recursion limit

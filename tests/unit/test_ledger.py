@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from indexops.ledger import BatchCommit, ChunkRow, DocWrite, Ledger, LedgerBusy, multiset_term
-from indexops.ledger.facade import _MOD
+from indexops.ledger.rows import _MOD
 from indexops.models import Quarantined
 
 
@@ -349,3 +349,39 @@ def test_an_older_ledger_gains_the_applied_file_stat_columns_and_its_files_are_h
         led.close()
     Ledger(ledger_url).close()  # a second open adds nothing
     engine.dispose()
+
+
+def test_repositories_behind_the_facade_share_no_method_name():
+    """`Ledger` inherits one repository per concern: a name defined twice would be shadowed silently
+    by the order of the bases."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for repo in Ledger.__bases__:
+        for name, v in vars(repo).items():
+            if callable(v) and not name.startswith("__"):
+                if name in seen:
+                    clashes.append(f"{name}: {seen[name]} and {repo.__name__}")
+                seen[name] = repo.__name__
+    assert len(Ledger.__bases__) >= 10 and len(seen) > 50
+    assert not clashes, clashes
+
+
+def test_drift_queries_read_duplicates_versions_and_dates(ledger):
+    """What the drift report reads, through query methods instead of SQL on the tables."""
+    old = datetime(2020, 5, 6, tzinfo=timezone.utc)
+    _commit(ledger, [_doc("a"), _doc("b", updated_at=old), _doc("c", status="duplicate", duplicate_of="a", dup_kind="exact"),
+                     _doc("d", status="duplicate", duplicate_of="a", dup_kind="near"), _doc("e", status="deleted", vh="v-e-old")])
+    ledger.commit_batch(BatchCommit(collection="col", feed="f", run_id="run2",
+                                    docs=[_doc("f", status="duplicate", duplicate_of="b", dup_kind="exact"), _doc("g", updated_at=None)]))
+    assert ledger.duplicates_per_run() == {"run": 2, "run2": 1}
+    assert ledger.current_version_hashes() == {"a": "v-a", "b": "v-b", "c": "v-c", "d": "v-d", "e": "v-e-old", "f": "v-f", "g": "v-g"}
+    dates = ledger.active_document_dates()  # a, b, g by id; g has no source date: when the ledger wrote it
+    assert dates[:2] == [T1, old] and len(dates) == 3
+    assert all(t.tzinfo is not None for t in dates) and abs((dates[2] - datetime.now(timezone.utc)).total_seconds()) < 600
+
+
+def test_query_set_by_hash(ledger):
+    assert ledger.query_set("nope") is None
+    ledger.register_query_set("h1", "scifact", "q.jsonl + qrels.tsv", 3, 5)
+    qs = ledger.query_set("h1")
+    assert (qs.hash, qs.name, qs.source, qs.queries, qs.judgements) == ("h1", "scifact", "q.jsonl + qrels.tsv", 3, 5)
