@@ -143,6 +143,9 @@ def _plot_trend(series: dict[str, list[dict[str, Any]]], baselines: dict[str, st
                 if ev == baselines.get(r):
                     ax.plot([t], [y], marker="o", ms=11, mfc="none", mec=line.get_color(), mew=1.6)
                     ax.annotate("baseline", (t, y), textcoords="offset points", xytext=(4, -12), fontsize=6, color=line.get_color())
+        lo, hi = ax.get_xlim()
+        if hi - lo < 1 / 1440:  # one run (or runs within a minute): a day-wide window, so the locator can tick
+            ax.set_xlim(lo - 0.5, hi + 0.5)
         loc = AutoDateLocator(maxticks=6)
         ax.xaxis.set_major_locator(loc)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
