@@ -146,7 +146,7 @@ def _plot_trend(series: dict[str, list[dict[str, Any]]], baselines: dict[str, st
         lo, hi = ax.get_xlim()
         if hi - lo < 1 / 1440:  # one run (or runs within a minute): a day-wide window, so the locator can tick
             ax.set_xlim(lo - 0.5, hi + 0.5)
-        loc = AutoDateLocator(maxticks=6)
+        loc = AutoDateLocator()
         ax.xaxis.set_major_locator(loc)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
         ax.set_title(m, fontsize=9)
