@@ -83,6 +83,44 @@ def ensure_server(port: int, state_dir: Path) -> str:
     raise SystemExit("the Prefect server did not answer within 120 s")
 
 
+class SimulatedDays:
+    """The demo's clock: backdates the ledger's timestamps (snapshots, runs, eval runs) by whole
+    days so one demo run leaves a week of history for the drift report's time axis. Only this demo
+    uses it; it replaces `utcnow` in the loaded `indexops` modules and restores it on exit."""
+
+    def __init__(self) -> None:
+        from indexops.ledger import schema
+
+        self.real = schema.utcnow
+        self.days_ago = 0
+        self.mods: list[object] = []
+
+    def _patch(self) -> None:  # modules imported since the last call too
+        for name, m in list(sys.modules.items()):
+            if name.startswith("indexops.") and getattr(m, "utcnow", None) is self.real:
+                m.utcnow = self.now
+                self.mods.append(m)
+
+    def day(self, days_ago: int) -> "SimulatedDays":
+        self.days_ago = days_ago
+        self._patch()
+        print(f"\n--- simulated day {-days_ago:+d} (ledger timestamps backdated {days_ago} day(s))" if days_ago else "\n--- today")
+        return self
+
+    def now(self):
+        from datetime import timedelta
+
+        return self.real() - timedelta(days=self.days_ago)
+
+    def __enter__(self) -> "SimulatedDays":
+        self._patch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m in self.mods:
+            m.utcnow = self.real
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", default=".demo", help="where the demo keeps its feed, workspace and server state")
@@ -107,7 +145,12 @@ def main() -> None:
     config = str(REPO / "configs" / "demo.yaml")
     snaps = []
     dups_found = promoted = 0
-    with temporary_settings({PREFECT_API_URL: api}):
+    clock = SimulatedDays()
+    deltas = sorted((SAMPLE / "feed").iterdir())
+    days = {f.name: 6 - i for i, f in enumerate(deltas)}  # the sample deltas on days -6, -5, -4
+    qlog = base / "query_log.jsonl"  # the sample log plus what users asked this week
+    qlog.write_text((SAMPLE / "query_log.jsonl").read_text() + (SAMPLE / "later" / "query_log_extra.jsonl").read_text())
+    with temporary_settings({PREFECT_API_URL: api}), clock:
         from indexops.operations import load_operations
         from indexops.settings import load_settings as _load
         from tasks.deployments import prepare_deploy
@@ -116,7 +159,31 @@ def main() -> None:
         # Work Pools and Concurrency pages show them and every ingest below holds the slot
         for line in prepare_deploy(load_operations(REPO / "configs" / "operations.yaml"), _load(config).ingest.concurrency_limit):
             print(f"    {line}")
-        for f in sorted((SAMPLE / "feed").iterdir()):
+        from flows.evaluate import evaluate
+        from flows.nightly_regression import nightly_regression
+
+        queries, qrels = str(SAMPLE / "queries.jsonl"), str(SAMPLE / "qrels" / "test.tsv")
+
+        def evaluate_baseline() -> None:
+            print("=== evaluate flow: every retriever on the labeled sample queries (baseline pinned)")
+            ev = evaluate(workspace=str(ws), queries=queries, qrels=qrels, config_path=config,
+                          retrievers=["bm25", "sparse", "dense", "hybrid"], pin_baseline=True)
+            for e in ev["evals"]:
+                m = e["metrics"]
+                print(f"    {e['retriever']:<7} ndcg@10 {m['ndcg@10']:.3f}  recall@10 {m['recall@10']:.3f}  mrr@10 {m['mrr@10']:.3f}")
+
+        def nightly() -> None:
+            print("=== nightly_regression flow: live snapshot against the pinned baseline")
+            try:
+                nr = nightly_regression(workspace=str(ws), queries=queries, qrels=qrels, config_path=config)
+            except Exception as e:  # noqa: BLE001 - the planted regression fails the run, as it would page in production
+                print(f"    FAILED (the run is red in the UI): {str(e)[:160]}")
+                return
+            for name, v in nr["live"].items():
+                print(f"    {name}: {v['status']}")
+
+        for f in deltas:
+            clock.day(days[f.name])
             shutil.copy(f, feed / f.name)
             print(f"\n=== delta {f.name} arrives -> ingest flow")
             s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
@@ -128,31 +195,41 @@ def main() -> None:
             snaps.append(s["snapshot"]["snapshot_id"])
             dups_found += c["exact_duplicates"] + c["near_duplicates"]
             promoted += c["promoted"]
-        print("\n=== re-run with nothing new (idempotent)")
+            if f == deltas[0]:
+                evaluate_baseline()
+            else:
+                nightly()
+
+        # later days: an off-topic batch (HR pages pushed into the help-centre feed), then a CMS
+        # migration that deletes help articles labeled queries rely on (a real regression)
+        for name, day, what in (("000004-offtopic-hr-pages.jsonl", 3, "an off-topic batch: HR pages in the help-centre feed"),
+                                ("000005-migration-deletes.jsonl", 1, "a CMS migration deletes 6 help articles (a real regression)")):
+            clock.day(day)
+            shutil.copy(SAMPLE / "later" / name, feed / name)
+            print(f"=== delta {name} arrives ({what}) -> ingest flow")
+            s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
+            print(f"    indexed {s['counts']['upserted']}, deleted {s['counts']['deleted']}; snapshot {s['snapshot']['snapshot_id'][:16]}")
+            snaps.append(s["snapshot"]["snapshot_id"])
+            nightly()
+            if day == 3:  # the report as it read that day (core call: the flow always reports as of now)
+                from indexops.drift.report import build_drift_report, write_drift_report
+
+                rep = build_drift_report(ws, _load(config, {"embedding": {"model": args.embedder}} if args.embedder else None),
+                                         now=clock.now(), query_log=str(qlog))
+                print(f"    drift report of that day: {rep['verdict']} -> {write_drift_report(rep, base / 'reports')['archived']}")
+
+        clock.day(0)
+        print("=== re-run with nothing new (idempotent)")
         s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
         print(f"    chunks embedded {s['counts']['chunks_embedded']}; snapshot {s['snapshot']['snapshot_id'][:16]} (unchanged: {not s['snapshot']['new']})")
-
-        from flows.evaluate import evaluate
-        from flows.nightly_regression import nightly_regression
-
-        queries, qrels = str(SAMPLE / "queries.jsonl"), str(SAMPLE / "qrels" / "test.tsv")
-        print("\n=== evaluate flow: every retriever on the labeled sample queries (baseline pinned)")
-        ev = evaluate(workspace=str(ws), queries=queries, qrels=qrels, config_path=config,
-                      retrievers=["bm25", "sparse", "dense", "hybrid"], pin_baseline=True)
-        for e in ev["evals"]:
-            m = e["metrics"]
-            print(f"    {e['retriever']:<7} ndcg@10 {m['ndcg@10']:.3f}  recall@10 {m['recall@10']:.3f}  mrr@10 {m['mrr@10']:.3f}")
-        print("=== nightly_regression flow: live snapshot against the pinned baseline")
-        nr = nightly_regression(workspace=str(ws), queries=queries, qrels=qrels, config_path=config)
-        for name, v in nr["live"].items():
-            print(f"    {name}: {v['status']}")
         from flows.drift_report import drift_report
 
         print("=== drift_report flow: retrieval, corpus change, embedding drift and query coverage since the first snapshot")
-        dr = drift_report(workspace=str(ws), out_dir=str(base / "reports"), config_path=config)
+        dr = drift_report(workspace=str(ws), out_dir=str(base / "reports"), config_path=config, query_log=str(qlog))
+        print(f"    {dr['summary']}")
         for sid, v in dr["sections"].items():
             print(f"    {sid}: {v}")
-        print(f"    report {dr['html']}")
+        print(f"    report {dr['html']}\n    history {dr['index']}")
     from indexops import Index
     from indexops.settings import load_settings
 

@@ -17,11 +17,12 @@ from indexops.settings import Settings
 @task(name="build_drift_report", cache_policy=NO_CACHE, timeout_seconds=3600)
 def build_drift_report(workspace: str, out_dir: str, settings: Settings, since: str | None = None,
                        redact: bool | None = None, query_log: str | None = None) -> dict[str, Any]:
-    """Gather, test, write drift-report.html and drift-report.json; return paths and verdicts."""
+    """Gather, test, write the report (latest and archived) and the history index; return paths and verdicts."""
     report = build_report(workspace, settings, since=since, redact=redact, query_log=query_log)
     paths = write_drift_report(report, out_dir)
     get_run_logger().info("drift report %s: %s", report["verdict"], ", ".join(f"{s['id']} {s['verdict']}" for s in report["sections"]))
-    return {"html": str(paths["html"]), "json": str(paths["json"]), "verdict": report["verdict"],
+    return {"html": str(paths["html"]), "json": str(paths["json"]), "index": str(paths["index"]), "archived": str(paths["archived"]),
+            "verdict": report["verdict"], "summary": report["summary"]["overall"],
             "sections": {s["id"]: s["verdict"] for s in report["sections"]}, "markdown": headline_markdown(report, str(paths["html"]))}
 
 

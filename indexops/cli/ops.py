@@ -98,7 +98,7 @@ def alerts_setup(
 @app.command("report")
 def report_cmd(
     workspace: Path = WorkspaceOpt,
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for drift-report.html and drift-report.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for drift-report.html/.json (the latest), a dated copy of each and index.html (the history)."),
     since: Optional[str] = typer.Option(None, "--since", help="ISO date: baseline = last snapshot before it; eval runs and queries from it on."),
     config: Optional[Path] = ConfigOpt,
     redact: Optional[bool] = typer.Option(None, "--redact/--no-redact", help="Replace e-mails, phones, IBAN/card numbers, IPs (default: drift.redact)."),
@@ -129,11 +129,13 @@ def report_cmd(
         _fail(f"drift report for {workspace} failed: {type(e).__name__}: {e}")
         return
     if as_json:
-        _print_json({"html": str(paths["html"]), "json": str(paths["json"]), "verdict": rep["verdict"],
+        _print_json({"html": str(paths["html"]), "json": str(paths["json"]), "index": str(paths["index"]), "verdict": rep["verdict"],
+                     "summary": rep["summary"],
                      "sections": {s["id"]: s["verdict"] for s in rep["sections"]}})
         return
-    typer.echo(f"drift report: {rep['verdict'].upper()}")
+    typer.echo(f"drift report: {rep['verdict'].upper()} — {rep['summary']['overall']}")
     for title, verdict, reason in headline(rep):
         typer.echo(f"  {verdict:<5}  {title}: {reason[:160]}")
     typer.echo(f"html {paths['html']}")
     typer.echo(f"json {paths['json']}")
+    typer.echo(f"history {paths['index']}")

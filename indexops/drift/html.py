@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,12 @@ th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums
 code{font-size:.9em} .muted{color:#57606a;font-size:.88em} .reason{margin:4px 0 10px}
 figure{display:inline-block;margin:6px 12px 6px 0;vertical-align:top} figcaption{font-size:.82em;color:#57606a}
 img{max-width:100%;border:1px solid #eaeef2}
-nav a{margin-right:14px}
+nav a{margin-right:14px} header{padding:12px 32px} .overall{font-size:1.08em;margin:4px 0 6px;font-weight:500}
+section.glance{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:10px 20px;margin:12px 0}
+ul.glance{list-style:none;padding:0;margin:0 0 6px} ul.glance li{margin:5px 0;line-height:1.4}
+details{margin:8px 0} details>summary{cursor:pointer;color:#0969da;font-size:.92em}
+.howto{background:#f6f8fa;border:1px solid #eaeef2;border-radius:6px;padding:6px 12px;margin:8px 0;font-size:.86em}
+.howto ul{margin:4px 0;padding-left:18px}
 """
 
 
@@ -103,27 +109,63 @@ def _png(f: Any, caption: str) -> str:
     return f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
 
 
-def _plot_series(series: dict[str, list[dict[str, Any]]]) -> str:
-    metrics = list(dict.fromkeys(m for runs in series.values() for e in runs for m in e["metrics"]))
+def _when(s: Any) -> datetime | None:
+    try:
+        t = datetime.fromisoformat(str(s).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _baselines(compares: list[dict[str, Any]]) -> dict[str, str]:
+    """retriever -> the eval id its latest run is compared with."""
+    return {str(c["label"]).removesuffix(" eval"): (c.get("baseline") or {}).get("eval_id", "")
+            for c in compares if str(c.get("label", "")).endswith(" eval")}
+
+
+def _plot_trend(series: dict[str, list[dict[str, Any]]], baselines: dict[str, str]) -> str:
+    """Each metric per retriever against the eval run's time; the baseline run ringed."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    metrics = list(dict.fromkeys(m for runs in series.values() for e in runs for m in e["metrics"]))[:3]
     if not metrics or not any(len(r) for r in series.values()):
         return ""
-    n = len(metrics)
-    cols = min(n, 2)
-    rows = (n + cols - 1) // cols
-    f = _fig(6.4 if cols > 1 else 4.2, 2.6 * rows)
+    f = _fig(3.9 * len(metrics) + 0.6, 2.7)
     for i, m in enumerate(metrics):
-        ax = f.add_subplot(rows, cols, i + 1)
+        ax = f.add_subplot(1, len(metrics), i + 1)
         for r, runs in sorted(series.items()):
-            ys = [e["metrics"].get(m) for e in runs]
-            ax.plot(range(1, len(ys) + 1), [np.nan if y is None else y for y in ys], marker="o", label=r)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+            pts = [(_when(e["created_at"]), e["metrics"].get(m), e["eval_id"]) for e in runs]
+            pts = [(t, np.nan if y is None else y, ev) for t, y, ev in pts if t is not None]
+            if not pts:
+                continue
+            line = ax.plot([t for t, _, _ in pts], [y for _, y, _ in pts], marker="o", ms=4, label=r)[0]
+            for t, y, ev in pts:
+                if ev == baselines.get(r):
+                    ax.plot([t], [y], marker="o", ms=11, mfc="none", mec=line.get_color(), mew=1.6)
+                    ax.annotate("baseline", (t, y), textcoords="offset points", xytext=(4, -12), fontsize=6, color=line.get_color())
+        lo, hi = ax.get_xlim()
+        if hi - lo < 1 / 1440:  # one run (or runs within a minute): a day-wide window, so the locator can tick
+            ax.set_xlim(lo - 0.5, hi + 0.5)
+        loc = AutoDateLocator()
+        ax.xaxis.set_major_locator(loc)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
         ax.set_title(m, fontsize=9)
-        ax.set_xlabel("eval run", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
         if i == 0:
-            ax.legend(fontsize=7)
-    return _png(f, "metrics per retriever across eval runs (oldest first)")
+            ax.legend(fontsize=7, loc="lower left")
+    return _png(f, "metric per retriever by eval time (UTC); ringed: the baseline run each retriever is compared with")
+
+
+def _runs_table(series: dict[str, list[dict[str, Any]]]) -> str:
+    """The trend chart's points with their snapshot and eval ids."""
+    rows = []
+    for r, runs in sorted(series.items()):
+        for e in runs:
+            rows.append({"created_at": e["created_at"], "retriever": r, "snapshot_id": e["snapshot_id"], "eval_id": e["eval_id"], **e["metrics"]})
+    rows.sort(key=lambda x: (str(x["created_at"]), x["retriever"]))
+    return _table(rows, verdict_col=None)
 
 
 def _plot_deltas(rows: list[dict[str, Any]]) -> str:
@@ -157,8 +199,8 @@ def _plot_changes(rows: list[dict[str, Any]]) -> str:
     ax.bar(x, a, label="added", color="#1a7f37")
     ax.bar(x, u, bottom=a, label="updated", color="#0969da")
     ax.bar(x, dl, bottom=a + u, label="deleted", color="#cf222e")
-    ax.set_xticks(x, [str(i + 1) for i in x])
-    ax.set_xlabel("snapshot (oldest first)", fontsize=8)
+    ax.set_xticks(x, [str(r.get("created_at") or "")[5:16].replace("T", "\n") or str(i + 1) for i, r in zip(x, rows)])
+    ax.set_xlabel("snapshot created (UTC, oldest first)", fontsize=8)
     ax.set_ylabel("documents", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
@@ -268,66 +310,137 @@ def _checks(checks: list[dict[str, Any]]) -> str:
     return _table(rows)
 
 
-def _body(s: dict[str, Any]) -> str:
+# How to read each kind of check (matched on the start of its name, first match wins).
+_HOW_TO_READ = [
+    ("queries: MMD", "MMD² (queries): the distance between the embedding distributions of production and labeled queries; "
+                     "the p-value comes from shuffling queries between the two sets. Small p = users ask differently from the labeled set."),
+    ("queries: domain", "Domain classifier (queries): a classifier tries to tell production from labeled queries; "
+                        "AUC 0.5 = indistinguishable, 1.0 = fully separable; p from its cross-validated AUC."),
+    ("chunks: MMD", "MMD² (chunks): the distance between the embedding distributions of new and baseline chunks; the p-value "
+                    "comes from shuffling whole documents between the samples. Small p = the new content sits elsewhere."),
+    ("chunks: domain", "Domain classifier (chunks): can a classifier tell new chunks from baseline ones? AUC 0.5 = no, 1.0 = always."),
+    ("vocabulary", "Vocabulary (JSD): Jensen-Shannon divergence between the term distributions of new and baseline documents; "
+                   "p from shuffling documents. The rising and falling terms say in which direction it moved."),
+    ("out-of-vocabulary", "OOV share: the share of new documents' tokens never seen in the baseline; fixed warn/alert thresholds."),
+    ("chunk length", "Chunk length (KS): the largest gap between the two cumulative length distributions; p from shuffling documents."),
+    ("coverage", "Coverage: the share of recent production queries whose nearest labeled query (cosine) is below the threshold; "
+                 "fixed warn/alert shares, no p-value. The topics group those queries: write labeled queries for them."),
+    ("freshness", "Freshness: hours since the feed's last successful ingest, against fixed warn/alert hours."),
+    ("", "Retrieval metric: delta = latest minus baseline mean over the labeled queries; CI = paired bootstrap interval of the delta; "
+         "p from a paired permutation test; win/tie/loss count queries that got better, stayed, got worse. Alert only on a drop past "
+         "regression.fail_drop whose CI lies below zero; warn on a drop past regression.warn_drop."),
+]
+_RATES = "Rates (quarantine, duplicate, deleted): a share of records compared with fixed warn/alert thresholds; no p-value."
+
+
+def _how_to_read(s: dict[str, Any]) -> str:
+    notes: dict[str, str] = {}
+    for c in s.get("checks", []):
+        name = str(c.get("name", ""))
+        if name.endswith(" rate") or name.startswith("deleted since"):
+            notes.setdefault("rates", _RATES)
+            continue
+        if c.get("verdict") == "n/a":
+            continue
+        for prefix, text in _HOW_TO_READ:
+            if name.startswith(prefix) and (prefix or s["id"] == "retrieval"):
+                notes.setdefault(prefix, text)
+                break
+    items = "".join(f"<li>{_e(t)}</li>" for t in notes.values())
+    return f'<div class="howto"><strong>How to read this</strong><ul>{items}</ul></div>' if items else ""
+
+
+def _details(summary: str, body: str, cls: str = "") -> str:
+    return f'<details{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}><summary>{_e(summary)}</summary>{body}</details>' if body else ""
+
+
+def _body(s: dict[str, Any]) -> tuple[str, str]:
+    """(what an analyst reads first, the detail one click away) for one section."""
     f, t = s.get("figures", {}), s.get("tables", {})
-    parts: list[str] = []
+    shown: list[str] = []
+    more: list[str] = []
     sid = s["id"]
     if sid == "retrieval":
-        parts.append(_plot_series(f.get("series", {})) + _plot_deltas(t.get("latest_vs_baseline", [])))
-        parts.append("<h3>Latest versus baseline</h3>" + _table(t.get("latest_vs_baseline", [])))
+        shown.append(_plot_deltas(t.get("latest_vs_baseline", [])))
         total = t.get("regressions_total", 0)
-        parts.append(f"<h3>Per-query regressions ({_e(total)} queries lost on a compared metric; worst first)</h3>"
-                     + _table(t.get("regressions", []), verdict_col=None))
+        regs = t.get("regressions", [])
+        if regs:
+            shown.append(f"<h3>Labeled queries that got worse ({_e(total)}; worst first)</h3>"
+                         + _table(regs[:10], verdict_col=None)
+                         + (_details(f"{len(regs) - 10} more", _table(regs[10:], verdict_col=None)) if len(regs) > 10 else ""))
+        more.append("<h3>Latest versus baseline</h3>" + _table(t.get("latest_vs_baseline", [])))
+        more.append("<h3>Eval runs (the trend chart's points)</h3>" + _runs_table(f.get("series", {})))
     elif sid == "corpus":
         cl = f.get("chunk_lengths", {})
         age = f.get("age_days", {})
-        parts.append(_plot_changes(t.get("per_snapshot", []))
-                     + _plot_hist2(cl.get("baseline", []), cl.get("new", []), "baseline", "new", "chunk length (characters)", "chunk-length distribution, baseline vs new")
-                     + _plot_terms(t.get("rising_terms", []), t.get("falling_terms", []))
-                     + _plot_ages(age.get("days", [])))
+        shown.append(_plot_changes(t.get("per_snapshot", [])) + _plot_terms(t.get("rising_terms", []), t.get("falling_terms", [])))
+        more.append(_plot_hist2(cl.get("baseline", []), cl.get("new", []), "baseline", "new", "chunk length (characters)", "chunk-length distribution, baseline vs new")
+                    + _plot_ages(age.get("days", [])))
         sb = t.get("since_baseline", {})
-        parts.append("<h3>Since the baseline</h3>" + _table([sb], verdict_col=None) if sb else "")
-        parts.append("<h3>Per snapshot</h3>" + _table(t.get("per_snapshot", []),
-                                                      ["created_at", "snapshot_id", "feed", "received", "added", "updated", "deleted",
-                                                       "duplicates", "quarantined", "duplicate_rate", "quarantine_rate", "counts_from"]))
-        parts.append("<h3>Rising terms</h3>" + _table(t.get("rising_terms", []), verdict_col=None))
-        parts.append("<h3>Falling terms</h3>" + _table(t.get("falling_terms", []), verdict_col=None))
-        parts.append("<h3>Freshness</h3>" + _table(t.get("freshness", [])))
-        parts.append("<h3>Document age (days)</h3>" + _table([{k: v for k, v in age.items() if k != "days"}], verdict_col=None))
+        more.append("<h3>Since the baseline</h3>" + _table([sb], verdict_col=None) if sb else "")
+        more.append("<h3>Per snapshot</h3>" + _table(t.get("per_snapshot", []),
+                                                     ["created_at", "snapshot_id", "feed", "received", "added", "updated", "deleted",
+                                                      "duplicates", "quarantined", "duplicate_rate", "quarantine_rate", "counts_from"]))
+        more.append("<h3>Rising terms</h3>" + _table(t.get("rising_terms", []), verdict_col=None))
+        more.append("<h3>Falling terms</h3>" + _table(t.get("falling_terms", []), verdict_col=None))
+        more.append("<h3>Freshness</h3>" + _table(t.get("freshness", [])))
+        more.append("<h3>Document age (days)</h3>" + _table([{k: v for k, v in age.items() if k != "days"}], verdict_col=None))
     elif sid == "embedding":
-        parts.append(_plot_projection(f.get("chunks_projection", {}), "baseline chunks", "new chunks", "2-D PCA projection of chunk embeddings")
+        shown.append(_plot_projection(f.get("chunks_projection", {}), "baseline chunks", "new chunks", "2-D PCA projection of chunk embeddings")
                      + _plot_projection(f.get("queries_projection", {}), "labeled queries", "production queries", "2-D PCA projection of query embeddings"))
         if "farthest_new_chunks" in t:
-            parts.append("<h3>New chunks farthest from the baseline</h3>" + _table(t["farthest_new_chunks"], verdict_col=None))
+            more.append("<h3>New chunks farthest from the baseline</h3>" + _table(t["farthest_new_chunks"], verdict_col=None))
     elif sid == "coverage":
-        parts.append(_plot_coverage(f.get("nearest_similarity", []), f.get("threshold", 0.0)))
+        topics = t.get("uncovered_topics")
+        if topics:
+            rows = [{"topic": x["topic"], "queries": x["queries"], "share of all": f"{x['share']:.0%}",
+                     "example queries": " · ".join(x["examples"])} for x in topics]
+            shown.append("<h3>Uncovered production queries by topic: write labeled queries for these</h3>" + _table(rows, verdict_col=None))
+        shown.append(_plot_coverage(f.get("nearest_similarity", []), f.get("threshold", 0.0)))
         if "farthest_queries" in t:
-            parts.append("<h3>Production queries farthest from the labeled set</h3>" + _table(t["farthest_queries"], verdict_col=None))
-    return "".join(parts)
+            more.append("<h3>Production queries farthest from the labeled set</h3>" + _table(t["farthest_queries"], verdict_col=None))
+    return "".join(shown), "".join(more)
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The whole report as one HTML document: no script, no external resource."""
+def render_html(report: dict[str, Any], index_href: str | None = None) -> str:
+    """The whole report as one HTML document: no script, no external resource. The first screen
+    holds the overall verdict, one summary sentence per section and the retrieval trend chart;
+    checks, p-values, confidence intervals and ids sit in `<details>` one click away."""
+    from indexops.drift.summary import summarize
+
     live, base = report.get("live") or {}, report.get("baseline") or {}
+    summ = report.get("summary") or summarize(report)
+    sents = summ.get("sections", {})
     nav = "".join(f'<a href="#sec-{_e(s["id"])}">{i}. {_e(s["title"])}</a>' for i, s in enumerate(report["sections"], 1))
+    if index_href:
+        nav += f'<a href="{_e(index_href)}">All reports</a>'
+    glance = "".join(
+        f'<li class="{_lv(s["verdict"])}" data-summary="{_e(s["id"])}">{_badge(s["verdict"])} <a href="#sec-{_e(s["id"])}">{_e(s["title"])}</a>: '
+        f'{_e(sents.get(s["id"], s["reason"]))}</li>' for s in report["sections"])
+    retr = next((s for s in report["sections"] if s["id"] == "retrieval"), {})
+    trend = _plot_trend((retr.get("figures") or {}).get("series", {}), _baselines(retr.get("compares", [])))
     secs = []
     for i, s in enumerate(report["sections"], 1):
         notes = "".join(f'<p class="muted">{_e(n)}</p>' for n in s.get("notes", []))
+        shown, more = _body(s)
+        stats = (f'{_how_to_read(s)}<p class="muted">Verdict reason: {_e(s["reason"])}</p>{_compares(s.get("compares", []))}'
+                 f"<h3>Checks</h3>{_checks(s.get('checks', []))}{more}{notes}")
         secs.append(
             f'<section id="sec-{_e(s["id"])}" class="section {_lv(s["verdict"])}" data-section="{_e(s["id"])}" data-verdict="{_e(s["verdict"])}">'
-            f'<h2>{i}. {_e(s["title"])} {_badge(s["verdict"])}</h2><p class="reason">{_e(s["reason"])}</p>'
-            f"{_compares(s.get('compares', []))}<h3>Checks</h3>{_checks(s.get('checks', []))}{_body(s)}{notes}</section>"
+            f'<h2>{i}. {_e(s["title"])} {_badge(s["verdict"])}</h2><p class="reason">{_e(sents.get(s["id"], s["reason"]))}</p>'
+            f"{shown}{_details('Statistics: checks, p-values, confidence intervals, ids and every table', stats, 'stats')}</section>"
         )
+    meta = (f'workspace <code>{_e(report.get("workspace"))}</code> · generated {_e(report.get("generated_at"))}'
+            f' · live snapshot {_sid(live.get("snapshot_id"))} (recipe {_sid(live.get("recipe_hash"))}) vs baseline {_sid(base.get("snapshot_id"))}'
+            f' (recipe {_sid(base.get("recipe_hash"))}; {_e(report.get("baseline_rule"))})'
+            f'{" · since " + _e(report["since"]) if report.get("since") else ""}{" · identifiers redacted" if report.get("redacted") else ""}')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
         f"<title>indexops drift report — {_e(report.get('workspace'))}</title><style>{_CSS}</style></head><body>"
-        f'<header><h1>Drift report {_badge(report["verdict"])}</h1>'
-        f'<div class="muted">workspace <code>{_e(report.get("workspace"))}</code> · generated {_e(report.get("generated_at"))}'
-        f' · live snapshot {_sid(live.get("snapshot_id"))} (recipe {_sid(live.get("recipe_hash"))}) vs baseline {_sid(base.get("snapshot_id"))}'
-        f' (recipe {_sid(base.get("recipe_hash"))}; {_e(report.get("baseline_rule"))})'
-        f'{" · since " + _e(report["since"]) if report.get("since") else ""}{" · identifiers redacted" if report.get("redacted") else ""}</div>'
-        f"<nav>{nav}</nav></header><main>{''.join(secs)}"
+        f'<header><h1>Drift report {_badge(report["verdict"])}</h1><p class="overall" id="overall">{_e(summ.get("overall", ""))}</p>'
+        f'<div class="muted">{meta}</div><nav>{nav}</nav></header><main>'
+        f'<section id="glance" class="glance"><ul class="glance">{glance}</ul>{trend}</section>{"".join(secs)}'
         '<p class="muted">ok: within thresholds · warn: worth a look · alert: a test fired at its alpha or a rate passed its alert threshold · '
         "n/a: not enough data (the reason says why). Figures are in drift-report.json beside this file.</p></main></body></html>\n"
     )
@@ -340,8 +453,15 @@ def _md(s: Any) -> str:
 def headline_markdown(report: dict[str, Any], html_path: str | None = None) -> str:
     """Markdown with the overall and per-section verdicts (for the Prefect artifact)."""
     live, base = report.get("live") or {}, report.get("baseline") or {}
+    from indexops.drift.summary import summarize
+
+    summ = report.get("summary") or summarize(report)
     lines = [
         f"# Drift report: **{report['verdict'].upper()}**",
+        "",
+        _md(summ.get("overall")),
+        "",
+        *[f"- **{_md(s['title'])}** ({_md(s['verdict'])}): {_md(summ.get('sections', {}).get(s['id'], ''))}" for s in report["sections"]],
         "",
         f"live snapshot `{_md(str(live.get('snapshot_id') or '-')[:16])}` vs baseline `{_md(str(base.get('snapshot_id') or '-')[:16])}` "
         f"({_md(report.get('baseline_rule'))}); generated {_md(report.get('generated_at'))}",

@@ -27,10 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from indexops.drift import history as H
 from indexops.drift import statistics as D
 from indexops.drift.corpus import corpus_section
 from indexops.drift.redact import Redactor
 from indexops.drift.sections import SECTIONS, _r, _section, _snap_ref, _ts, parse_since  # SECTIONS, parse_since: part of this module's API
+from indexops.drift.summary import summarize
+from indexops.drift.topics import uncovered_topics
 from indexops.eval.regression import RegressionThresholds, Status, judge, paired_comparison
 from indexops.index.context import IndexContext
 from indexops.index.reader import open_snapshot
@@ -347,13 +350,14 @@ class _Collector:
             c = D.DriftTest(c.name, c.statistic, c.p_value, c.verdict, c.reason + "; farthest: " + ", ".join(f'"{q}"' for q in shown),
                             c.n_a, c.n_b, c.extra)
         compares = [{"label": "queries", "baseline": {"labeled_queries": qv["labeled_info"]}, "current": {"production_queries": qv["production_info"]}}]
+        topics = uncovered_topics([self.scrub(r["text"]) for r in qv["production"]], qv["prod_vecs"], [s >= d.coverage_threshold for s in sims])
         return _section("coverage", [c], compares, figures={"nearest_similarity": sims, "threshold": d.coverage_threshold},
-                        tables={"farthest_queries": rows})
+                        tables={"uncovered_topics": topics, "farthest_queries": rows})
 
     def build(self) -> dict[str, Any]:
         snaps, base, live, why = self.snapshots()
         sections = [self.retrieval(), corpus_section(self, snaps, base, live, why), self.embedding(base, live, why), self.coverage()]
-        return {
+        rep = {
             "schema": SCHEMA, "generated_at": self.now.isoformat(), "workspace": self.scrub(self.ws.name),
             "since": self.since.isoformat() if self.since else None, "redacted": self.scrub.enabled,
             "verdict": D.Level.worst([s["verdict"] for s in sections]).value,
@@ -361,6 +365,7 @@ class _Collector:
             "settings": self.d.model_dump(mode="json") | {"query_log": str(self.query_log or self.d.query_log or "") or None},
             "sections": sections,
         }
+        return rep | {"summary": summarize(rep)}
 
 
 def _ledger_exists(workspace: Path, settings: Settings) -> bool:
@@ -406,15 +411,19 @@ def build_drift_report(
 
 
 def write_drift_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write `drift-report.json` and the self-contained `drift-report.html` into `out_dir`."""
+    """Write `drift-report.json` and the self-contained `drift-report.html` into `out_dir` (the
+    latest) and into `out_dir/<UTC timestamp>/` (the history), then rebuild `out_dir/index.html`."""
     from indexops.drift.html import render_html
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    jp, hp = out / JSON_NAME, out / HTML_NAME
-    jp.write_text(json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False), encoding="utf-8")
-    hp.write_text(render_html(report), encoding="utf-8")
-    return {"html": hp.resolve(), "json": jp.resolve()}
+    js = json.dumps(report, indent=2, sort_keys=False, ensure_ascii=False)
+    arch = H.archive_dir(out, report.get("generated_at"))
+    for d, index_href in ((arch, "../" + H.INDEX_NAME), (out, H.INDEX_NAME)):
+        (d / JSON_NAME).write_text(js, encoding="utf-8")
+        (d / HTML_NAME).write_text(render_html(report, index_href=index_href), encoding="utf-8")
+    return {"html": (out / HTML_NAME).resolve(), "json": (out / JSON_NAME).resolve(), "archived": (arch / HTML_NAME).resolve(),
+            "index": H.write_index(out, JSON_NAME, HTML_NAME)}
 
 
 def headline(report: dict[str, Any]) -> list[tuple[str, str, str]]:
