@@ -62,7 +62,7 @@ def tie_breaks(ctx, qs, json_out: Path | None) -> None:
 
     r, k = ctx.settings.retrieval, 100
     limit = k * r.chunk_fanout
-    depth = max(r.prefetch, limit)  # what eval at k = 100 fetches per arm
+    depth = max(r.prefetch, limit)  # what eval at k = 100 fetched per arm before the fusion moved here
     weights = None if r.dense_weight == r.sparse_weight else [r.dense_weight, r.sparse_weight]
     vecs = DenseRetriever(ctx)._vectors(qs.queries)
     st, qe = ctx.store, ctx.store._qe
@@ -83,7 +83,7 @@ def tie_breaks(ctx, qs, json_out: Path | None) -> None:
         entries += len(top)
         ties += sum(1 for i, x in enumerate(top) if top.count(x) > 1)
         for name in TIE_BREAKS:
-            for d, tag in ((depth, ""), (r.prefetch, f"@depth{r.prefetch}")):
+            for d, tag in ((r.prefetch, ""), (depth, f"@depth{depth}")):
                 docs = best_per_document(rrf(dense[:d], sparse[:d], limit, k=r.rrf_k, weights=weights, tie_break=name), k)
                 runs.setdefault(name + tag, {})[q] = {h.payload["doc_id"]: h.score for h in docs}
     rows = []

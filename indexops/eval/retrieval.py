@@ -63,7 +63,9 @@ def chunk_hits(ctx: IndexContext, name: str, text: str, vector: Sequence[float] 
         return by_score(ctx.store.search_dense(vector, limit))
     r = ctx.settings.retrieval
     weights = None if r.dense_weight == r.sparse_weight else [r.dense_weight, r.sparse_weight]
-    return ctx.store.search_hybrid(vector, ctx.bm25.query(text), limit, prefetch=max(r.prefetch, limit), rrf_k=r.rrf_k, weights=weights)
+    # the arms' depth never follows `limit`: every k then reads a prefix of one fused ranking, so eval
+    # at k = 100 scores the order `search` serves at k = 10 (it returns fewer when the arms hold fewer)
+    return ctx.store.search_hybrid(vector, ctx.bm25.query(text), limit, prefetch=r.prefetch, rrf_k=r.rrf_k, weights=weights)
 
 
 def ranked_documents(ctx: IndexContext, name: str, text: str, vector: Sequence[float] | None, k: int) -> list[Hit]:

@@ -5,7 +5,7 @@ scores this one order.
 RRF scores tie often (a chunk first in one list and absent from the other scores exactly 1/k; a
 chunk at positions (a, b) ties with one at (b, a)), and Qdrant leaves the order of ties open. Here
 ties break by a secondary key chosen on SciFact train (`bench/tune_fusion.py --tie-breaks`):
-the best position the chunk has in either list, then its dense score, then its point id.
+the best position the chunk has in either list, then its sparse (BM25) score, then its point id.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ def _best_rank_then(arm: int) -> Callable[[_Fused], tuple]:
 
 
 TIE_BREAKS: dict[str, Callable[[_Fused], tuple]] = {
-    "best_rank_dense": _best_rank_then(0),  # best position in either list, then dense score, then point id
-    "best_rank_sparse": _best_rank_then(1),  # ... then the sparse (BM25) score
+    "best_rank_sparse": _best_rank_then(1),  # best position in either list, then sparse (BM25) score, then point id
+    "best_rank_dense": _best_rank_then(0),  # ... then the dense score
     "point_id": lambda f: (-f.score, f.hit.point_id),  # no meaningful secondary key
 }
-TIE_BREAK = "best_rank_dense"
+TIE_BREAK = "best_rank_sparse"  # SciFact train nDCG@10: 0.7256 against 0.7229 (dense) and 0.7243 (point id)
 
 
 def by_score(hits: Sequence[Hit]) -> list[Hit]:

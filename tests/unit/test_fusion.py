@@ -1,5 +1,5 @@
 """Hybrid fusion (indexops/store/fusion.py) on hand-made lists: Qdrant's RRF scores, and a total,
-deterministic order in which tied scores break by best position, then dense score, then point id."""
+deterministic order in which tied scores break by best position, then sparse score, then point id."""
 
 from __future__ import annotations
 
@@ -28,29 +28,30 @@ def test_scores_are_weight_over_k_plus_zero_based_position():
     assert weighted == {"a": pytest.approx(2 / 20), "b": pytest.approx(2 / 21 + 1 / 20), "c": pytest.approx(1 / 21)}
 
 
-def test_first_in_one_list_only_ties_at_one_over_k_and_the_dense_first_wins():
+def test_first_in_one_list_only_ties_at_one_over_k_and_the_sparse_first_wins():
     dense = _hits(("d", 0.9), ("x", 0.5))
     sparse = _hits(("s", 9.0), ("x", 1.0))
     fused = rrf(dense, sparse, 10, k=20)
     assert fused[1].score == fused[2].score == 1 / 20  # exactly equal: the tie the issue is about
-    assert _ids(fused) == ["x", "d", "s"]  # best position 0 both; d has a dense score, s none
-    assert _ids(rrf(dense, sparse, 10, k=20, tie_break="best_rank_sparse")) == ["x", "s", "d"]
+    assert _ids(fused) == ["x", "s", "d"]  # best position 0 both; s has a sparse score, d none
+    assert _ids(rrf(dense, sparse, 10, k=20, tie_break="best_rank_dense")) == ["x", "d", "s"]
 
 
-def test_swapped_positions_tie_and_break_by_dense_score():
-    # a at (0, 1), b at (1, 0): 1/20 + 1/21 both; best position 0 both; a is closer in dense
+def test_swapped_positions_tie_and_break_by_sparse_score():
+    # a at (0, 1), b at (1, 0): 1/20 + 1/21 both; best position 0 both; b is the better BM25 match
     dense = _hits(("a", 0.9), ("b", 0.8))
     sparse = _hits(("b", 5.0), ("a", 4.0))
     fused = rrf(dense, sparse, 10, k=20)
     assert fused[0].score == fused[1].score
-    assert _ids(fused) == ["a", "b"]
+    assert _ids(fused) == ["b", "a"]
+    assert _ids(rrf(dense, sparse, 10, k=20, tie_break="best_rank_dense")) == ["a", "b"]
 
 
-def test_best_position_comes_before_the_dense_score():
-    # x at (dense 8, sparse 1) and y at (4, 4): 1/28 + 1/21 == 2/24 exactly in floating point.
-    # x's best position (1) beats y's (4) although y is closer in dense.
-    dense = _hits(*[(f"d{i}", 1 - i / 100) for i in range(4)], ("y", 0.95), *[(f"e{i}", 0.9 - i / 100) for i in range(3)], ("x", 0.8))
-    sparse = _hits(("s0", 9.0), ("x", 8.0), ("s2", 7.0), ("s3", 6.0), ("y", 5.0))
+def test_best_position_comes_before_the_sparse_score():
+    # x at (dense 1, sparse 8) and y at (4, 4): 1/21 + 1/28 == 2/24 exactly in floating point.
+    # x's best position (1) beats y's (4) although y is the better BM25 match.
+    dense = _hits(("d0", 0.99), ("x", 0.98), ("d2", 0.97), ("d3", 0.96), ("y", 0.95))
+    sparse = _hits(*[(f"s{i}", 9.0 - i / 10) for i in range(4)], ("y", 8.0), *[(f"t{i}", 7.0 - i / 10) for i in range(3)], ("x", 6.0))
     fused = rrf(dense, sparse, 20, k=20)
     scores = {h.point_id: h.score for h in fused}
     assert scores["x"] == scores["y"]
@@ -59,11 +60,11 @@ def test_best_position_comes_before_the_dense_score():
 
 
 def test_point_id_is_the_last_key():
-    # equal dense scores at dense positions 0 and 1 (by point id), swapped in sparse: every key but the id ties
-    dense = _hits(("m", 0.5), ("n", 0.5))
-    sparse = _hits(("n", 2.0), ("m", 1.0))
+    # equal sparse scores (sparse positions 0 and 1 by point id), swapped in dense: every key but the id ties
+    dense = _hits(("n", 0.9), ("m", 0.5))
+    sparse = _hits(("m", 1.0), ("n", 1.0))
     assert _ids(rrf(dense, sparse, 10)) == ["m", "n"]
-    assert _ids(rrf(list(reversed(dense)), sparse, 10)) == ["m", "n"]  # the store's order of ties does not matter
+    assert _ids(rrf(dense, list(reversed(sparse)), 10)) == ["m", "n"]  # the store's order of ties does not matter
 
 
 def test_the_order_is_total_and_does_not_depend_on_the_input_order():

@@ -104,6 +104,18 @@ def test_evaluated_order_is_the_order_search_serves_ties_included(mini_ctx):
             assert tied >= 3, "no tied fused scores: the fixture no longer exercises the tie-break"
 
 
+def test_hybrid_ranking_does_not_depend_on_k(mini_ctx):
+    """Every k reads a prefix of one fused ranking (the arms' depth is `prefetch`, whatever k asks
+    for), so the top 10 eval scores at k = 100 is what `search` serves at k = 3 or 10."""
+    mini_ctx.settings.retrieval.prefetch = 8  # shallow arms, so a depth that followed k would show
+    texts = list(beir_split(MINI, "test").queries.values())
+    for text in texts:
+        deep = [h["doc_id"] for h in search(mini_ctx, text, "hybrid", k=40).hits]
+        assert [h["doc_id"] for h in search(mini_ctx, text, "hybrid", k=3).hits] == deep[:3]
+        assert [h["doc_id"] for h in search(mini_ctx, text, "hybrid", k=10).hits] == deep[:10]
+    assert all(len(search(mini_ctx, t, "hybrid", k=40).hits) <= 16 for t in texts)
+
+
 def test_search_answer_names_snapshot_and_recipe(mini_ctx):
     from indexops.index.snapshot import current_snapshot_id
 
