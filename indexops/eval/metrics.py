@@ -70,24 +70,10 @@ class MetricFamily(str, Enum):
 
 
 class Order(str, Enum):
-    """How a query's `{doc_id: score}` becomes a ranked list."""
+    """How a query's `{doc_id: score}` becomes a ranked list (`Order("trec_eval")` parses a name)."""
 
     GIVEN = "given"  # the mapping's own order (a served ranking), scores non-increasing along it
     TREC_EVAL = "trec_eval"  # score descending, then doc_id descending, whatever the mapping's order
-
-    @staticmethod
-    def from_str(name: str | Order) -> Order:
-        """The order called `name` (case-insensitive).
-
-        Raises:
-            ValueError: if no order has that name.
-        """
-        if isinstance(name, Order):
-            return name
-        try:
-            return Order(str(name).strip().lower())
-        except ValueError:
-            raise ValueError(f"unknown order {name!r}; known: {', '.join(o.value for o in Order)}") from None
 
 
 DEFINITIONS: dict[str, str] = {
@@ -243,18 +229,14 @@ def _check_qrels(qrels: Qrels) -> None:
 
 
 def rank(scores: Mapping[str, float], order: Order | str = Order.GIVEN) -> list[str]:
-    """Doc ids of one query's results, best first.
-
-    Args:
-        scores: `{doc_id: score}`.
-        order: `given` keeps the mapping's order (a served ranking, ties in the order served);
-            `trec_eval` sorts by score descending, then doc_id descending (trec_eval's tie-break).
+    """Doc ids of one query's results, best first: in `given` order the mapping's own (ties as
+    served), in `trec_eval` order by score descending, then doc_id descending.
 
     Raises:
-        ValueError: in `given` order, when a score is higher than the one before it (the mapping is
-            not a ranking; an external run wants `trec_eval`).
+        ValueError: on an unknown order; in `given` order, when a score is higher than the one
+            before it (the mapping is not a ranking; an external run wants `trec_eval`).
     """
-    if Order.from_str(order) is Order.TREC_EVAL:
+    if Order(order) is Order.TREC_EVAL:
         return [d for d, _ in sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
     ranked = list(scores)
     for prev, d in zip(ranked, ranked[1:]):
@@ -458,7 +440,7 @@ def evaluate(run: Run, qrels: Qrels, metrics: list[str], order: Order | str = Or
     if isinstance(metrics, str) or not metrics:
         raise ValueError("metrics must be a non-empty list of names, e.g. ['ndcg@10']")
     specs = list(dict.fromkeys(parse_metric(m) for m in metrics))
-    order = Order.from_str(order)
+    order = Order(order)
     _check_run(run)
     _check_qrels(qrels)
     relevant = _relevant(qrels)

@@ -131,7 +131,7 @@ def test_given_order_keeps_tied_documents_where_the_run_put_them():
 def test_given_order_refuses_a_mapping_that_is_not_a_ranking():
     with pytest.raises(ValueError, match="trec_eval"):
         evaluate({"q": {"a": 0.5, "b": 0.9}}, {"q": {"a": 1}}, ["ndcg@10"])
-    with pytest.raises(ValueError, match="unknown order"):
+    with pytest.raises(ValueError, match="not a valid Order"):
         rank({"a": 1.0}, "sorted")
 
 
