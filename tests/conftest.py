@@ -170,5 +170,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def scifact_dir():
     if not (SCIFACT / "corpus.jsonl").exists():
+        if os.environ.get("CI") and (REPO.parent / "shared").is_dir():  # CI has ../shared: its SciFact tests must run
+            pytest.fail(f"CI with {REPO.parent / 'shared'} but no SciFact at {SCIFACT}")
         pytest.skip(f"SciFact data not found at {SCIFACT} (it lives in ../shared beside the repo, which a fresh clone lacks)")
     return SCIFACT

@@ -18,11 +18,28 @@ from indexops.ingest.driver import ingest_path
 from indexops.settings import Settings
 
 
+SCORE_STEP = 1e-6  # run files print 6 decimals
+
+
+def trec_scores(scores: list[float]) -> list[float]:
+    """Scores to print beside ranks 1, 2, ...: each the served score rounded to 6 decimals, lowered
+    by `SCORE_STEP` where needed so they strictly decrease -- so trec_eval (which sorts by score, ties
+    by doc id) ranks the file exactly as it is written, tied RRF scores included."""
+    out: list[float] = []
+    for s in scores:
+        v = round(s, 6)
+        if out and v > out[-1] - SCORE_STEP / 2:
+            v = round(out[-1] - SCORE_STEP, 6)
+        out.append(v)
+    return out
+
+
 def write_trec_run(path: Path, run: dict[str, dict[str, float]], name: str) -> None:
+    """A TREC run file: each query's documents in the run's (served) order, scores strictly decreasing."""
     with open(path, "w", encoding="utf-8") as f:
         for q in sorted(run):
-            ranked = sorted(run[q].items(), key=lambda kv: (-kv[1], kv[0]))
-            for rank, (d, s) in enumerate(ranked, start=1):
+            docs = list(run[q])
+            for rank, (d, s) in enumerate(zip(docs, trec_scores([run[q][d] for d in docs])), start=1):
                 f.write(f"{q} Q0 {d} {rank} {s:.6f} {name}\n")
 
 

@@ -4,8 +4,10 @@
 Conventions (shared by every metric here):
 
 * A document is relevant when its grade is > 0; nDCG's gain is the grade itself.
-* A run is ranked by score descending, ties broken by doc_id descending (string order) --
-  trec_eval's tie-break, so equal scores rank the same here and there.
+* A run is ranked in its own order (`Order.GIVEN`, the default): indexops' runs list each query's
+  documents as `search` serves them, ties included, and must not re-sort them; the scores must not
+  increase along that order. `Order.TREC_EVAL` ranks external runs as trec_eval does: score
+  descending, ties broken by doc_id descending (string order).
 * The evaluated queries are the qids in the qrels with at least one relevant document; a qid in
   the run but not in the qrels is ignored, and a qid in the qrels missing from the run scores 0.
 * Denominators never divide by zero: a query without relevant documents is not evaluated, and
@@ -29,6 +31,7 @@ __all__ = [
     "EvalResult",
     "MetricFamily",
     "MetricSpec",
+    "Order",
     "evaluate",
     "hit_rate",
     "lost_relevant",
@@ -64,6 +67,13 @@ class MetricFamily(str, Enum):
         except ValueError:
             known = ", ".join(f.value for f in MetricFamily)
             raise ValueError(f"unknown metric family {name!r}; known: {known}") from None
+
+
+class Order(str, Enum):
+    """How a query's `{doc_id: score}` becomes a ranked list (`Order("trec_eval")` parses a name)."""
+
+    GIVEN = "given"  # the mapping's own order (a served ranking), scores non-increasing along it
+    TREC_EVAL = "trec_eval"  # score descending, then doc_id descending, whatever the mapping's order
 
 
 DEFINITIONS: dict[str, str] = {
@@ -218,10 +228,22 @@ def _check_qrels(qrels: Qrels) -> None:
                 raise ValueError(f"qrels[{qid!r}][{doc_id!r}]: grade must be an int, got {grade!r}")
 
 
-def rank(scores: Mapping[str, float]) -> list[str]:
-    """Doc ids of one query's results, best first: score descending, then doc_id descending
-    (trec_eval's tie-break, so tied scores order the same as in trec_eval)."""
-    return [d for d, _ in sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
+def rank(scores: Mapping[str, float], order: Order | str = Order.GIVEN) -> list[str]:
+    """Doc ids of one query's results, best first: in `given` order the mapping's own (ties as
+    served), in `trec_eval` order by score descending, then doc_id descending.
+
+    Raises:
+        ValueError: on an unknown order; in `given` order, when a score is higher than the one
+            before it (the mapping is not a ranking; an external run wants `trec_eval`).
+    """
+    if Order(order) is Order.TREC_EVAL:
+        return [d for d, _ in sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)]
+    ranked = list(scores)
+    for prev, d in zip(ranked, ranked[1:]):
+        if scores[d] > scores[prev]:
+            raise ValueError(f"{d!r} scores {scores[d]!r} after {prev!r} with {scores[prev]!r}: not a ranking in the given "
+                             "order (rank an external run with order='trec_eval')")
+    return ranked
 
 
 def _relevant(qrels: Qrels) -> dict[str, dict[str, int]]:
@@ -234,23 +256,24 @@ def _relevant(qrels: Qrels) -> dict[str, dict[str, int]]:
     return out
 
 
-def _per_query(run: Run, qrels: Qrels, spec: MetricSpec) -> dict[str, float]:
+def _per_query(run: Run, qrels: Qrels, spec: MetricSpec, order: Order | str) -> dict[str, float]:
     _check_run(run)
     _check_qrels(qrels)
     kernel = _KERNELS[spec.family]
-    return {qid: kernel(rank(run.get(qid, {})), rels, spec.k) for qid, rels in _relevant(qrels).items()}
+    return {qid: kernel(rank(run.get(qid, {}), order), rels, spec.k) for qid, rels in _relevant(qrels).items()}
 
 
 # ---- public per-metric functions ----------------------------------------------------------------
 
 
-def recall(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
+def recall(run: Run, qrels: Qrels, k: int, order: Order | str = Order.GIVEN) -> dict[str, float]:
     """Recall at k per evaluated query: relevant docs in the top k / all relevant docs in the qrels.
 
     Args:
         run: `{qid: {doc_id: score}}`.
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant.
         k: Cut-off, >= 1.
+        order: How each query's scores rank (`given` or `trec_eval`, see `rank`).
 
     Returns:
         `{qid: value}` over the qids in the qrels with a relevant document.
@@ -259,10 +282,10 @@ def recall(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         ValueError: if k < 1 or the inputs are malformed.
     """
     _check_k(k)
-    return _per_query(run, qrels, MetricSpec(MetricFamily.RECALL, k))
+    return _per_query(run, qrels, MetricSpec(MetricFamily.RECALL, k), order)
 
 
-def precision(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
+def precision(run: Run, qrels: Qrels, k: int, order: Order | str = Order.GIVEN) -> dict[str, float]:
     """Precision at k per evaluated query: relevant docs in the top k / k (k, not the number
     retrieved, as trec_eval's `P_k`).
 
@@ -270,6 +293,7 @@ def precision(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         run: `{qid: {doc_id: score}}`.
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant.
         k: Cut-off, >= 1.
+        order: How each query's scores rank (`given` or `trec_eval`, see `rank`).
 
     Returns:
         `{qid: value}` over the qids in the qrels with a relevant document.
@@ -278,10 +302,10 @@ def precision(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         ValueError: if k < 1 or the inputs are malformed.
     """
     _check_k(k)
-    return _per_query(run, qrels, MetricSpec(MetricFamily.PRECISION, k))
+    return _per_query(run, qrels, MetricSpec(MetricFamily.PRECISION, k), order)
 
 
-def mrr(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
+def mrr(run: Run, qrels: Qrels, k: int, order: Order | str = Order.GIVEN) -> dict[str, float]:
     """Reciprocal rank per evaluated query: 1/rank of the first relevant doc within the top k,
     else 0. With k >= the run length this equals trec_eval's (uncut) `recip_rank`.
 
@@ -289,6 +313,7 @@ def mrr(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         run: `{qid: {doc_id: score}}`.
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant.
         k: Cut-off, >= 1.
+        order: How each query's scores rank (`given` or `trec_eval`, see `rank`).
 
     Returns:
         `{qid: value}` over the qids in the qrels with a relevant document.
@@ -297,10 +322,10 @@ def mrr(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         ValueError: if k < 1 or the inputs are malformed.
     """
     _check_k(k)
-    return _per_query(run, qrels, MetricSpec(MetricFamily.MRR, k))
+    return _per_query(run, qrels, MetricSpec(MetricFamily.MRR, k), order)
 
 
-def ndcg(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
+def ndcg(run: Run, qrels: Qrels, k: int, order: Order | str = Order.GIVEN) -> dict[str, float]:
     """nDCG at k per evaluated query, trec_eval's `ndcg_cut`: DCG = sum of grade / log2(rank + 1)
     over the top k, divided by the same sum over the qrels' grades sorted best first and cut at k.
 
@@ -308,6 +333,7 @@ def ndcg(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         run: `{qid: {doc_id: score}}`.
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant and is the gain.
         k: Cut-off, >= 1.
+        order: How each query's scores rank (`given` or `trec_eval`, see `rank`).
 
     Returns:
         `{qid: value}` over the qids in the qrels with a relevant document.
@@ -316,16 +342,17 @@ def ndcg(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         ValueError: if k < 1 or the inputs are malformed.
     """
     _check_k(k)
-    return _per_query(run, qrels, MetricSpec(MetricFamily.NDCG, k))
+    return _per_query(run, qrels, MetricSpec(MetricFamily.NDCG, k), order)
 
 
-def hit_rate(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
+def hit_rate(run: Run, qrels: Qrels, k: int, order: Order | str = Order.GIVEN) -> dict[str, float]:
     """Hit rate at k per evaluated query: 1 if any relevant doc is in the top k, else 0.
 
     Args:
         run: `{qid: {doc_id: score}}`.
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant.
         k: Cut-off, >= 1.
+        order: How each query's scores rank (`given` or `trec_eval`, see `rank`).
 
     Returns:
         `{qid: value}` over the qids in the qrels with a relevant document.
@@ -334,10 +361,10 @@ def hit_rate(run: Run, qrels: Qrels, k: int) -> dict[str, float]:
         ValueError: if k < 1 or the inputs are malformed.
     """
     _check_k(k)
-    return _per_query(run, qrels, MetricSpec(MetricFamily.HIT_RATE, k))
+    return _per_query(run, qrels, MetricSpec(MetricFamily.HIT_RATE, k), order)
 
 
-def mean_average_precision(run: Run, qrels: Qrels) -> dict[str, float]:
+def mean_average_precision(run: Run, qrels: Qrels, order: Order | str = Order.GIVEN) -> dict[str, float]:
     """Average precision per evaluated query (trec_eval `map`): the sum of precision at the rank
     of each relevant doc retrieved anywhere in the run, divided by the number of relevant docs
     in the qrels (so unretrieved relevant docs count as 0).
@@ -345,6 +372,7 @@ def mean_average_precision(run: Run, qrels: Qrels) -> dict[str, float]:
     Args:
         run: `{qid: {doc_id: score}}`.
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant.
+        order: How each query's scores rank (`given` or `trec_eval`, see `rank`).
 
     Returns:
         `{qid: value}` over the qids in the qrels with a relevant document.
@@ -352,7 +380,7 @@ def mean_average_precision(run: Run, qrels: Qrels) -> dict[str, float]:
     Raises:
         ValueError: if the inputs are malformed.
     """
-    return _per_query(run, qrels, MetricSpec(MetricFamily.MAP))
+    return _per_query(run, qrels, MetricSpec(MetricFamily.MAP), order)
 
 
 # ---- evaluate ----------------------------------------------------------------------------------
@@ -392,7 +420,7 @@ class EvalResult:
         }
 
 
-def evaluate(run: Run, qrels: Qrels, metrics: list[str]) -> EvalResult:
+def evaluate(run: Run, qrels: Qrels, metrics: list[str], order: Order | str = Order.GIVEN) -> EvalResult:
     """Score a run against qrels on several metrics at once (each query is ranked once).
 
     Args:
@@ -400,6 +428,7 @@ def evaluate(run: Run, qrels: Qrels, metrics: list[str]) -> EvalResult:
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant.
         metrics: Names such as `["ndcg@10", "recall@100", "map"]`; duplicates are folded and
             names are canonicalised (`NDCG@10` -> `ndcg@10`).
+        order: How each query's scores rank: `given` (the run's order, as served) or `trec_eval`.
 
     Returns:
         An `EvalResult` with the mean and per-query value of every metric and the definitions.
@@ -411,6 +440,7 @@ def evaluate(run: Run, qrels: Qrels, metrics: list[str]) -> EvalResult:
     if isinstance(metrics, str) or not metrics:
         raise ValueError("metrics must be a non-empty list of names, e.g. ['ndcg@10']")
     specs = list(dict.fromkeys(parse_metric(m) for m in metrics))
+    order = Order(order)
     _check_run(run)
     _check_qrels(qrels)
     relevant = _relevant(qrels)
@@ -420,7 +450,7 @@ def evaluate(run: Run, qrels: Qrels, metrics: list[str]) -> EvalResult:
     qids = sorted(relevant)
     per_query: dict[str, dict[str, float]] = {s.name: {} for s in specs}
     for qid in qids:
-        ranked = rank(run.get(qid, {}))
+        ranked = rank(run.get(qid, {}), order)
         for s in specs:
             per_query[s.name][qid] = _KERNELS[s.family](ranked, relevant[qid], s.k)
     means = {name: math.fsum(values.values()) / len(qids) for name, values in per_query.items()}
@@ -434,7 +464,7 @@ def evaluate(run: Run, qrels: Qrels, metrics: list[str]) -> EvalResult:
     )
 
 
-def lost_relevant(baseline_run: Run, candidate_run: Run, qrels: Qrels, k: int) -> dict[str, list[str]]:
+def lost_relevant(baseline_run: Run, candidate_run: Run, qrels: Qrels, k: int, order: Order | str = Order.GIVEN) -> dict[str, list[str]]:
     """Relevant docs the baseline had in its top k that the candidate no longer has in its top k
     -- the concrete evidence behind a recall or nDCG drop.
 
@@ -443,6 +473,7 @@ def lost_relevant(baseline_run: Run, candidate_run: Run, qrels: Qrels, k: int) -
         candidate_run: `{qid: {doc_id: score}}` of the index under test.
         qrels: `{qid: {doc_id: grade}}`; grade > 0 is relevant.
         k: Cut-off, >= 1.
+        order: How each query's scores rank (`given` or `trec_eval`, see `rank`).
 
     Returns:
         `{qid: [doc_id, ...]}` in baseline rank order, only for evaluated queries that lost any.
@@ -456,8 +487,8 @@ def lost_relevant(baseline_run: Run, candidate_run: Run, qrels: Qrels, k: int) -
     _check_qrels(qrels)
     out: dict[str, list[str]] = {}
     for qid, rels in sorted(_relevant(qrels).items()):
-        kept = set(rank(candidate_run.get(qid, {}))[:k])
-        lost = [d for d in rank(baseline_run.get(qid, {}))[:k] if d in rels and d not in kept]
+        kept = set(rank(candidate_run.get(qid, {}), order)[:k])
+        lost = [d for d in rank(baseline_run.get(qid, {}), order)[:k] if d in rels and d not in kept]
         if lost:
             out[qid] = lost
     return out

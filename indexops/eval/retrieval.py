@@ -1,8 +1,9 @@
 """Retrievers over a snapshot: `bm25` (Okapi reference over the snapshot's chunks), `sparse`
-(Qdrant BM25 + IDF), `dense` (Qdrant HNSW), `hybrid` (Qdrant RRF of dense + sparse).
+(Qdrant BM25 + IDF), `dense` (Qdrant HNSW), `hybrid` (RRF of dense + sparse, `store/fusion.py`).
 
-Chunk hits aggregate to documents by max, because judgements are per document. The same code
-answers a RAG app's query, and every answer names the snapshot and recipe it came from.
+Chunk hits aggregate to documents by max, because judgements are per document. One function,
+`ranked_documents`, makes the ranking: a RAG app's `search` serves it and eval scores it as given
+(ties included), and every answer names the snapshot and recipe it came from.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from indexops.index.context import IndexContext, recipe_hash
 from indexops.index.snapshot import served_snapshot_id
+from indexops.store.fusion import TIE_BREAK, by_score
 from indexops.store.protocol import Hit
 
 RETRIEVERS = ("bm25", "sparse", "dense", "hybrid")
@@ -30,26 +32,50 @@ class Retriever(Protocol):
     def config(self) -> dict[str, Any]: ...
 
 
-def aggregate_max(hits: Sequence[Hit], k: int) -> dict[str, float]:
-    """Document score = best chunk score; top k documents."""
-    best: dict[str, float] = {}
+def best_per_document(hits: Sequence[Hit], k: int) -> list[Hit]:
+    """The first (best) hit of each document in `hits`' order, which must be final; top k."""
+    seen: set[str] = set()
+    out: list[Hit] = []
     for h in hits:
         d = h.payload.get("doc_id")
-        if d is not None and (d not in best or h.score > best[d]):
-            best[d] = h.score
-    return dict(sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
+        if d is None or d in seen:
+            continue
+        seen.add(d)
+        out.append(h)
+        if len(out) >= k:
+            break
+    return out
+
+
+def aggregate_max(hits: Sequence[Hit], k: int) -> dict[str, float]:
+    """Document score = best chunk score; top k documents, best first (ties: point id, doc id)."""
+    ranked = sorted(hits, key=lambda h: (-h.score, h.point_id, str(h.payload.get("doc_id"))))
+    return {h.payload["doc_id"]: h.score for h in best_per_document(ranked, k)}
 
 
 def chunk_hits(ctx: IndexContext, name: str, text: str, vector: Sequence[float] | None, limit: int) -> list[Hit]:
-    """One query's chunk-level hits from the store: `sparse`, `dense` or `hybrid` (RRF)."""
+    """One query's chunk-level hits from the store, `sparse`, `dense` or `hybrid` (RRF), in a total
+    order: score descending, then point id (hybrid: `fusion.rrf`'s tie-break)."""
     if name == "sparse":
-        return ctx.store.search_sparse(ctx.bm25.query(text), limit)
+        return by_score(ctx.store.search_sparse(ctx.bm25.query(text), limit))
     assert vector is not None, f"{name} needs the query vector"
     if name == "dense":
-        return ctx.store.search_dense(vector, limit)
+        return by_score(ctx.store.search_dense(vector, limit))
     r = ctx.settings.retrieval
     weights = None if r.dense_weight == r.sparse_weight else [r.dense_weight, r.sparse_weight]
-    return ctx.store.search_hybrid(vector, ctx.bm25.query(text), limit, prefetch=max(r.prefetch, limit), rrf_k=r.rrf_k, weights=weights)
+    # the arms' depth never follows `limit`: every k then reads a prefix of one fused ranking, so eval
+    # at k = 100 scores the order `search` serves at k = 10 (it returns fewer when the arms hold fewer)
+    return ctx.store.search_hybrid(vector, ctx.bm25.query(text), limit, prefetch=r.prefetch, rrf_k=r.rrf_k, weights=weights)
+
+
+def ranked_documents(ctx: IndexContext, name: str, text: str, vector: Sequence[float] | None, k: int) -> list[Hit]:
+    """The top k documents for one query (each as its best chunk), best first: what `search`
+    serves and what eval scores, in this order."""
+    return best_per_document(chunk_hits(ctx, name, text, vector, k * ctx.settings.retrieval.chunk_fanout), k)
+
+
+def _as_run(hits: Sequence[Hit]) -> dict[str, float]:
+    return {h.payload["doc_id"]: h.score for h in hits}  # keeps the ranked order: metrics read it as given
 
 
 class SparseRetriever:
@@ -62,8 +88,7 @@ class SparseRetriever:
         return {"retriever": self.name, "bm25": self.ctx.bm25.recipe(), "chunk_fanout": self.ctx.settings.retrieval.chunk_fanout}
 
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
-        fan = k * self.ctx.settings.retrieval.chunk_fanout
-        return {q: aggregate_max(chunk_hits(self.ctx, self.name, t, None, fan), k) for q, t in queries.items()}
+        return {q: _as_run(ranked_documents(self.ctx, self.name, t, None, k)) for q, t in queries.items()}
 
 
 class DenseRetriever:
@@ -81,9 +106,8 @@ class DenseRetriever:
         return dict(zip(ids, vecs))
 
     def retrieve(self, queries: dict[str, str], k: int) -> Run:
-        fan = k * self.ctx.settings.retrieval.chunk_fanout
         vecs = self._vectors(queries)
-        return {q: aggregate_max(chunk_hits(self.ctx, self.name, t, vecs[q].tolist(), fan), k) for q, t in queries.items()}
+        return {q: _as_run(ranked_documents(self.ctx, self.name, t, vecs[q].tolist(), k)) for q, t in queries.items()}
 
 
 class HybridRetriever(DenseRetriever):
@@ -91,7 +115,7 @@ class HybridRetriever(DenseRetriever):
 
     def config(self) -> dict[str, Any]:
         r = self.ctx.settings.retrieval
-        return {"retriever": self.name, "fusion": "rrf", "rrf_k": r.rrf_k, "prefetch": r.prefetch,
+        return {"retriever": self.name, "fusion": "rrf", "tie_break": TIE_BREAK, "rrf_k": r.rrf_k, "prefetch": r.prefetch,
                 "weights": [r.dense_weight, r.sparse_weight], "model": self.ctx.recipe["embedding"],
                 "bm25": self.ctx.bm25.recipe(), "chunk_fanout": r.chunk_fanout}
 
@@ -170,23 +194,13 @@ def search(ctx: IndexContext, text: str, retriever: str | None = None, k: int = 
     """Search the index as a RAG app would; chunk-level hits carry doc id, text and score."""
     name = retriever or ctx.settings.retrieval.default
     t0 = time.perf_counter()
-    r = ctx.settings.retrieval
     if name == "bm25":
         run = Bm25Reference(ctx).retrieve({"q": text}, k)["q"]
         hits = [{"doc_id": d, "score": s} for d, s in run.items()]
     else:
         vec = None if name == "sparse" else ctx.embedder.embed([text])[0].tolist()
-        raw = chunk_hits(ctx, name, text, vec, k * r.chunk_fanout)
-        seen: set[str] = set()
-        hits = []
-        for h in raw:  # best chunk per document, in rank order
-            d = h.payload.get("doc_id")
-            if d in seen:
-                continue
-            seen.add(d)
-            hits.append({"doc_id": d, "score": h.score, "chunk_id": h.payload.get("chunk_id"), "title": h.payload.get("title"), "text": h.payload.get("text")})
-            if len(hits) >= k:
-                break
+        hits = [{"doc_id": h.payload.get("doc_id"), "score": h.score, "chunk_id": h.payload.get("chunk_id"),
+                 "title": h.payload.get("title"), "text": h.payload.get("text")} for h in ranked_documents(ctx, name, text, vec, k)]
     return SearchAnswer(
         query=text, retriever=name, snapshot_id=served_snapshot_id(ctx), collection=ctx.collection,
         recipe_hash=recipe_hash(ctx.recipe), hits=hits, took_ms=(time.perf_counter() - t0) * 1000,

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from indexops.store.fusion import rrf
 from indexops.store.protocol import DENSE, SPARSE, Hit, StorePoint, _check_payload, floats
 
 # Segments Edge's merge optimizer leaves (Qdrant's default: one per core). With more, indexing the
@@ -167,12 +168,9 @@ class EdgeStore:
         return self._hits(self._shard.query(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(qe.SparseVector(*sparse), using=SPARSE), with_payload=True)))
 
     def search_hybrid(self, vector, sparse, limit, prefetch=100, rrf_k=60, weights=None) -> list[Hit]:
-        qe = self._qe
-        pf = [qe.Prefetch(limit=prefetch, query=qe.Query.Nearest([float(x) for x in vector], using=DENSE))]
-        if sparse[0]:
-            pf.append(qe.Prefetch(limit=prefetch, query=qe.Query.Nearest(qe.SparseVector(*sparse), using=SPARSE)))
-        fusion = qe.Fusion.Rrf(k=rrf_k, weights=list(weights) if weights and len(pf) == 2 else None)
-        return self._hits(self._shard.query(qe.QueryRequest(limit=limit, prefetches=pf, query=fusion, with_payload=True)))
+        """RRF of a dense and a sparse search of `prefetch` points each, fused in `fusion.rrf` (a
+        total order; Qdrant's own fusion leaves the order of tied scores open)."""
+        return rrf(self.search_dense(vector, prefetch), self.search_sparse(sparse, prefetch), limit, k=rrf_k, weights=weights)
 
     def flush(self) -> None:
         if not self.read_only:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from indexops.store.fusion import rrf
 from indexops.store.protocol import DENSE, SPARSE, Hit, StorePoint, floats
 
 
@@ -92,11 +93,8 @@ class QdrantClientStore:
         return self._hits(self.client.query_points(self.collection, query=m.SparseVector(indices=sparse[0], values=sparse[1]), using=SPARSE, limit=limit, with_payload=True))
 
     def search_hybrid(self, vector, sparse, limit, prefetch=100, rrf_k=60, weights=None) -> list[Hit]:
-        m = self._m
-        pf = [m.Prefetch(query=[float(x) for x in vector], using=DENSE, limit=prefetch)]
-        if sparse[0]:
-            pf.append(m.Prefetch(query=m.SparseVector(indices=sparse[0], values=sparse[1]), using=SPARSE, limit=prefetch))
-        return self._hits(self.client.query_points(self.collection, prefetch=pf, query=m.FusionQuery(fusion=m.Fusion.RRF), limit=limit, with_payload=True))
+        """RRF in `fusion.rrf`, as on Edge: the same total order on every backend."""
+        return rrf(self.search_dense(vector, prefetch), self.search_sparse(sparse, prefetch), limit, k=rrf_k, weights=weights)
 
     def flush(self) -> None:
         return None

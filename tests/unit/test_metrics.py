@@ -1,5 +1,5 @@
-"""Retrieval metrics (indexops/eval/metrics.py): hand-computed fixtures, edge cases, and parity with
-trec_eval through pytrec_eval on random graded runs."""
+"""Retrieval metrics (indexops/eval/metrics.py): hand-computed fixtures, edge cases, the given order
+against trec_eval's, and parity with trec_eval through pytrec_eval on random graded runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from indexops.eval.metrics import (
     DEFINITIONS,
     MetricFamily,
     MetricSpec,
+    Order,
     evaluate,
     hit_rate,
     lost_relevant,
@@ -108,13 +109,30 @@ def test_evaluate_agrees_with_the_single_metric_functions():
 # ---- tie-breaking -------------------------------------------------------------------------------
 
 
-def test_ties_break_by_doc_id_descending():
-    assert rank({"a": 1.0, "c": 1.0, "b": 1.0}) == ["c", "b", "a"]
-    assert rank({"a": 2.0, "c": 1.0, "b": 1.0}) == ["a", "c", "b"]  # the score comes first
+def test_trec_eval_order_breaks_ties_by_doc_id_descending():
+    assert rank({"a": 1.0, "c": 1.0, "b": 1.0}, "trec_eval") == ["c", "b", "a"]
+    assert rank({"a": 2.0, "c": 1.0, "b": 1.0}, Order.TREC_EVAL) == ["a", "c", "b"]  # the score comes first
     tied = {"q": {"a": 1.0, "b": 1.0, "c": 1.0}}
-    assert mrr(tied, {"q": {"a": 1}}, 10) == {"q": pytest.approx(1 / 3)}
-    assert mrr(tied, {"q": {"c": 1}}, 10) == {"q": 1.0}
-    assert hit_rate(tied, {"q": {"a": 1}}, 2) == {"q": 0.0}
+    assert mrr(tied, {"q": {"a": 1}}, 10, order="trec_eval") == {"q": pytest.approx(1 / 3)}
+    assert mrr(tied, {"q": {"c": 1}}, 10, order="trec_eval") == {"q": 1.0}
+    assert hit_rate(tied, {"q": {"a": 1}}, 2, order="trec_eval") == {"q": 0.0}
+
+
+def test_given_order_keeps_tied_documents_where_the_run_put_them():
+    """indexops' runs are served rankings: tied scores stay in the served order, not re-sorted."""
+    assert rank({"a": 1.0, "c": 1.0, "b": 1.0}) == ["a", "c", "b"]
+    tied = {"q": {"a": 1.0, "b": 1.0, "c": 1.0}}
+    assert mrr(tied, {"q": {"a": 1}}, 10) == {"q": 1.0}
+    assert hit_rate(tied, {"q": {"c": 1}}, 2) == {"q": 0.0}
+    assert evaluate(tied, {"q": {"b": 1}}, ["mrr@10"]).means["mrr@10"] == pytest.approx(1 / 2)
+    assert lost_relevant(tied, {"q": {"c": 1.0, "b": 1.0, "a": 1.0}}, {"q": {"a": 1}}, 1) == {"q": ["a"]}
+
+
+def test_given_order_refuses_a_mapping_that_is_not_a_ranking():
+    with pytest.raises(ValueError, match="trec_eval"):
+        evaluate({"q": {"a": 0.5, "b": 0.9}}, {"q": {"a": 1}}, ["ndcg@10"])
+    with pytest.raises(ValueError, match="not a valid Order"):
+        rank({"a": 1.0}, "sorted")
 
 
 # ---- zero-division and edge cases ---------------------------------------------------------------
@@ -277,7 +295,7 @@ def test_parity_with_pytrec_eval(seed):
     run, qrels = _random_case(seed)
     measures = {"recall.10", "recall.100", "P.10", "recip_rank", "ndcg_cut.10", "map"}
     trec = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
-    ours = evaluate(run, qrels, ["recall@10", "recall@100", "precision@10", "mrr@1000", "ndcg@10", "map"])
+    ours = evaluate(run, qrels, ["recall@10", "recall@100", "precision@10", "mrr@1000", "ndcg@10", "map"], order="trec_eval")
     pairs = {
         "recall@10": "recall_10",
         "recall@100": "recall_100",

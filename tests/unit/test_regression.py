@@ -232,7 +232,7 @@ def test_verdict_on_eval_results_and_to_dict():
     good = {q: {next(iter(r)): 1.0, "junk": 0.5} for q, r in qrels.items()}
     # the candidate pushes the relevant doc below 11 junk docs on 20 of 30 queries
     worse = {
-        q: ({next(iter(r)): 0.1, **{f"junk{j:02d}": 0.5 for j in range(11)}} if i < 20 else good[q])
+        q: ({**{f"junk{j:02d}": 0.5 for j in range(11)}, next(iter(r)): 0.1} if i < 20 else good[q])
         for i, (q, r) in enumerate(qrels.items())
     }
     metrics = ["ndcg@10", "recall@100"]

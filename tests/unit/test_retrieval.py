@@ -1,5 +1,6 @@
 """Retrievers: the exact fast BM25 equals rank-bm25; Qdrant's sparse BM25 holds to the reference;
-chunk hits aggregate to documents by max; answers name their snapshot."""
+chunk hits aggregate to documents by max; eval scores exactly the order `search` serves, tied
+scores included; answers name their snapshot."""
 
 from __future__ import annotations
 
@@ -74,6 +75,45 @@ def test_every_retriever_returns_k_ranked_documents(mini_ctx, name):
         assert 0 < len(docs) <= 5
         scores = list(docs.values())
         assert scores == sorted(scores, reverse=True)
+
+
+def test_evaluated_order_is_the_order_search_serves_ties_included(mini_ctx):
+    """For every query and store retriever: the run eval scores lists the documents `search` returns,
+    in its order, and the metrics read that order (no re-sort by score and doc id). The hashing
+    embedder's bag-of-words vectors make tied RRF scores frequent here; the hybrid case must have some.
+    (`bm25`'s `search` is its retriever's run, so it is the same by construction.)"""
+    from indexops.eval import metrics as M
+
+    qs = beir_split(MINI, "test")
+    k = 10
+    for name in ("sparse", "dense", "hybrid"):
+        out = evaluate_snapshot(mini_ctx, qs, name, ["ndcg@10"], store=False)
+        run = make_retriever(mini_ctx, name).retrieve(qs.queries, k)
+        tied = 0
+        for q, text in qs.queries.items():
+            hits = search(mini_ctx, text, name, k).hits
+            served = [h["doc_id"] for h in hits]
+            assert list(run[q]) == served, (name, q)
+            assert list(out.run[q])[:k] == served, (name, q)
+            scores = [h["score"] for h in hits]
+            tied += sum(1 for a, b in zip(scores, scores[1:]) if a == b)
+            if q in out.per_query:
+                rels = {d: g for d, g in qs.qrels[q].items() if g > 0}
+                assert out.per_query[q]["ndcg@10"] == pytest.approx(M._ndcg(served, rels, k), abs=1e-12), (name, q)
+        if name == "hybrid":
+            assert tied >= 3, "no tied fused scores: the fixture no longer exercises the tie-break"
+
+
+def test_hybrid_ranking_does_not_depend_on_k(mini_ctx):
+    """Every k reads a prefix of one fused ranking (the arms' depth is `prefetch`, whatever k asks
+    for), so the top 10 eval scores at k = 100 is what `search` serves at k = 3 or 10."""
+    mini_ctx.settings.retrieval.prefetch = 8  # shallow arms, so a depth that followed k would show
+    texts = list(beir_split(MINI, "test").queries.values())
+    for text in texts:
+        deep = [h["doc_id"] for h in search(mini_ctx, text, "hybrid", k=40).hits]
+        assert [h["doc_id"] for h in search(mini_ctx, text, "hybrid", k=3).hits] == deep[:3]
+        assert [h["doc_id"] for h in search(mini_ctx, text, "hybrid", k=10).hits] == deep[:10]
+    assert all(len(search(mini_ctx, t, "hybrid", k=40).hits) <= 16 for t in texts)
 
 
 def test_search_answer_names_snapshot_and_recipe(mini_ctx):
