@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, free_port, write_jsonl
+from tests.conftest import CHROMIUM, REPO, free_port, write_jsonl
 
 BIN = Path(sys.executable).parent
 HASHING = REPO / "configs" / "hashing.yaml"
@@ -263,7 +263,7 @@ def test_quarantine_spike_event_reaches_the_data_team(prefect_api, tmp_path, rec
         _cleanup(prefect_api)
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium not installed (apt-get install chromium; .ci/run does)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
 def test_prefect_ui_shows_the_deployments_and_the_latest_ingest_artifact(deployed, prefect_api, tmp_path):
     """Headless Chromium on the real UI: the Deployments page lists ours, and the latest ingest
     run's markdown artifact renders with its snapshot id."""
@@ -284,7 +284,7 @@ def test_prefect_ui_shows_the_deployments_and_the_latest_ingest_artifact(deploye
     shots.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("pageerror", lambda e: errors.append(str(e)))

@@ -89,7 +89,7 @@ def _points(ctx):
     return {(p, v["chunk_hash"]) for p, v in ctx.store.iter_points(["chunk_hash"])}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (25; `make test-deep` 400)
 @given(batches=batches_st)
 # a re-sent kept copy that becomes a duplicate takes its own duplicates along: `c` must name `a`, not `b`
 @example(batches=[
