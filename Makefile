@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 DEMO_DIR ?= .demo
 PREFECT_PORT ?= 4200
 
-.PHONY: install config test test-unit test-flows test-integration test-e2e demo server deploy serve alerts bench bench-quick clean
+.PHONY: install config test test-deep test-unit test-flows test-integration test-e2e demo server deploy serve alerts bench bench-quick clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ config: install
 
 test: install
 	$(BIN)/python -m pytest -m "unit or flows or integration or e2e" -q
+
+# the incremental property at 400 examples (random draws; `make test` runs 25, derandomised under CI=true)
+test-deep: install
+	$(BIN)/python -m pytest --hypothesis-profile=deep -q tests/unit/test_property_incremental.py
 
 test-unit: install
 	$(BIN)/python -m pytest -m unit -q

@@ -1,5 +1,10 @@
 """Shared fixtures: markers by folder, hashing-embedder settings, a real PostgreSQL server and a
-real Prefect server for the session (both started here and always stopped)."""
+real Prefect server for the session (both started here and always stopped).
+
+Under `CI=true` a skipped test fails the run: a skip would hide a missing real part (PostgreSQL,
+Chromium, the Prefect server, the real model). Only `skip_without_shared` may skip, and only while
+`../shared` is absent. Hypothesis is derandomised there (`ci` profile); every profile prints the
+blob that replays a failure."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -22,7 +28,17 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="indexops-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 
 REPO = Path(__file__).resolve().parent.parent
-SCIFACT = (REPO.parent / "shared" / "data" / "scifact").resolve()
+SHARED = (REPO.parent / "shared").resolve()
+SCIFACT = SHARED / "data" / "scifact"
+CHROMIUM = Path(os.environ.get("INDEXOPS_TEST_CHROMIUM", "/usr/bin/chromium"))  # Debian's; never `playwright install`
+CI = os.environ.get("CI", "").lower() in ("true", "1")
+_SHARED_SKIP = "needs ../shared data:"
+
+# max_examples for tests that do not set their own (the incremental property); `make test-deep` runs `deep`
+hypothesis_settings.register_profile("dev", max_examples=25, print_blob=True)
+hypothesis_settings.register_profile("ci", max_examples=25, derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("deep", max_examples=400, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if CI else "dev"))
 _MARKER_BY_DIR = {"unit": "unit", "flows": "flows", "integration": "integration", "e2e": "e2e"}
 
 
@@ -31,6 +47,24 @@ def pytest_collection_modifyitems(config, items):
         parts = Path(str(item.fspath)).relative_to(REPO / "tests").parts
         if parts and parts[0] in _MARKER_BY_DIR:
             item.add_marker(getattr(pytest.mark, _MARKER_BY_DIR[parts[0]]))
+
+
+def skip_without_shared(what: str) -> None:
+    """The one skip CI tolerates: data that lives in ../shared beside the repo (a fresh clone lacks it)."""
+    pytest.skip(f"{_SHARED_SKIP} {what} (../shared is beside the repo; a fresh clone lacks it)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not CI or not rep.skipped or hasattr(rep, "wasxfail"):
+        return
+    reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    if reason.removeprefix("Skipped: ").startswith(_SHARED_SKIP) and not SHARED.exists():
+        return
+    rep.outcome = "failed"
+    rep.longrepr = f"skipped under CI=true, which hides a missing real part: {reason}"
 
 
 def free_port() -> int:
@@ -170,7 +204,5 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture
 def scifact_dir():
     if not (SCIFACT / "corpus.jsonl").exists():
-        if os.environ.get("CI") and (REPO.parent / "shared").is_dir():  # CI has ../shared: its SciFact tests must run
-            pytest.fail(f"CI with {REPO.parent / 'shared'} but no SciFact at {SCIFACT}")
-        pytest.skip(f"SciFact data not found at {SCIFACT} (it lives in ../shared beside the repo, which a fresh clone lacks)")
+        skip_without_shared(f"SciFact at {SCIFACT}")
     return SCIFACT

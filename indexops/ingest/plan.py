@@ -194,9 +194,27 @@ def _dedupe(ctx: IndexContext, plan: BatchPlan, candidates: dict[str, DocWrite],
             plan.docs[old_id] = _rewrite(rows[old_id], status="duplicate", duplicate_of=new_id, dup_kind="exact", minhash=None)
             plan.old_active.add(old_id)
             plan.counts.exact_duplicates += 1
-        for dup in ctx.ledger.duplicates_of(demoted):
-            if dup.doc_id not in plan.docs:
-                plan.docs[dup.doc_id] = _rewrite(dup, duplicate_of=demoted[dup.duplicate_of])
+    _repoint_duplicates(ctx, plan)
+
+
+def _repoint_duplicates(ctx: IndexContext, plan: BatchPlan) -> None:
+    """Every duplicate names a kept copy, never another duplicate: when a kept copy stops being one
+    (demoted, or re-sent and now a duplicate itself), its duplicates follow it to its own kept copy."""
+
+    def kept_copy(d: str) -> str:
+        seen: set[str] = set()
+        while (w := plan.docs.get(d)) is not None and w.status == "duplicate" and w.duplicate_of and d not in seen:
+            seen.add(d)
+            d = w.duplicate_of
+        return d
+
+    for w in plan.docs.values():
+        if w.status == "duplicate" and w.duplicate_of:
+            w.duplicate_of = kept_copy(w.duplicate_of)
+    stopped = [d for d in plan.old_active if d in plan.docs and plan.docs[d].status == "duplicate"]
+    for dup in ctx.ledger.duplicates_of(stopped):
+        if dup.doc_id not in plan.docs:
+            plan.docs[dup.doc_id] = _rewrite(dup, duplicate_of=kept_copy(dup.duplicate_of or ""))
 
 
 def _mark_dup(plan: BatchPlan, w: DocWrite, of: str, kind: str, sim: float) -> None:

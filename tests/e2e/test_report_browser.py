@@ -13,10 +13,9 @@ import pytest
 
 from indexops.drift.report import SECTIONS, build_drift_report, write_drift_report
 from indexops.settings import load_settings
-from tests.conftest import REPO
+from tests.conftest import CHROMIUM, REPO
 from tests.drift_helpers import IMG, SCRIPT, build_workspace
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
 VIEWPORT = {"width": 1400, "height": 900}
 
@@ -43,8 +42,8 @@ def _below_fold(page, selector: str) -> list[str]:
 
 def test_report_renders_in_chromium_without_errors_or_script_execution(report_html):
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed (apt-get install chromium); never `playwright install`")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
+    from playwright import sync_api
     errors: list[str] = []
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])

@@ -1,8 +1,12 @@
 """Embedding fanned out through prefect-dask's DaskTaskRunner on a local cluster of two worker
-processes gives the same index as the sequential run: same snapshot id, same vectors."""
+processes gives the same index as the sequential run, with the default backend (the real model):
+same snapshot id, vectors within the backend's batch tolerance."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import yaml
 
 from flows.ingest import ingest
@@ -10,7 +14,8 @@ from indexops.ids import point_id
 from indexops.index.context import open_index
 from indexops.ledger import Ledger
 from indexops.settings import load_settings
-from tests.conftest import REPO
+from tests.conftest import REPO, write_jsonl
+from tests.unit.test_onnx_embedder import INT8_BATCH_MIN
 
 MINI = REPO / "tests" / "data" / "mini_beir"
 
@@ -25,23 +30,25 @@ def _vectors(ws, config):
         ctx.close()
 
 
-def test_dask_fanout_gives_the_sequential_snapshot_and_vectors(tmp_path):
-    base = yaml.safe_load((REPO / "configs" / "hashing.yaml").read_text())
+def test_dask_fanout_with_the_default_backend_gives_the_sequential_snapshot(tmp_path):
+    """The default config (the real model, backend auto) on 12 documents: same snapshot id; vectors
+    equal within the int8 batch tolerance (its activations share one scale per batch, and the
+    fan-out batches differ from the sequential ones)."""
+    docs = [json.loads(line) for line in (MINI / "corpus.jsonl").read_text().splitlines()[:12]]
+    feed = write_jsonl(tmp_path / "feed" / "000001-a.jsonl", [{"id": d["_id"], "title": d.get("title", ""), "text": d["text"]} for d in docs]).parent
     seq_cfg, dask_cfg = tmp_path / "seq.yaml", tmp_path / "dask.yaml"
-    seq_cfg.write_text(yaml.safe_dump(base))
-    # small embed_batch: the 60 documents spread over several tasks on both workers
-    dask_cfg.write_text(yaml.safe_dump({**base, "runner": {"kind": "dask", "n_workers": 2, "threads_per_worker": 1, "embed_batch": 16}}))
-
-    seq = ingest(feed_path=str(MINI), workspace=str(tmp_path / "seq"), config_path=str(seq_cfg), source_kind="beir")
-    dsk = ingest(feed_path=str(MINI), workspace=str(tmp_path / "dask"), config_path=str(dask_cfg), source_kind="beir")
-
-    assert dsk["counts"]["chunks_embedded"] == seq["counts"]["chunks_embedded"] > 16 * 2
+    seq_cfg.write_text(yaml.safe_dump({"embedding": {"workers": 1}}))
+    dask_cfg.write_text(yaml.safe_dump({"embedding": {"workers": 1}, "runner": {"kind": "dask", "n_workers": 2, "threads_per_worker": 1, "embed_batch": 4}}))
+    seq = ingest(feed_path=str(feed), workspace=str(tmp_path / "seq"), config_path=str(seq_cfg))
+    dsk = ingest(feed_path=str(feed), workspace=str(tmp_path / "dask"), config_path=str(dask_cfg))
     assert dsk["snapshot"]["snapshot_id"] == seq["snapshot"]["snapshot_id"]
+    assert dsk["counts"]["chunks_embedded"] == seq["counts"]["chunks_embedded"] >= 12
     vs, vd = _vectors(tmp_path / "seq", seq_cfg), _vectors(tmp_path / "dask", dask_cfg)
     assert vs.keys() == vd.keys() and len(vs) == seq["snapshot"]["chunks"]
-    assert all(vs[k] == vd[k] for k in vs)
+    cos = [float(np.dot(vs[k], vd[k])) for k in vs]
+    assert min(cos) > INT8_BATCH_MIN, min(cos)
     assert Ledger.for_workspace(tmp_path / "dask").list_runs()[0]["status"] == "completed"
-    assert _encode_task_runs(dsk["run_id"], want=3) >= 3  # the texts really went out as tasks (ceil(n/16) of them)
+    assert _encode_task_runs(dsk["run_id"], want=3) >= 3  # the texts really went out as tasks (ceil(n/4) of them)
     assert _encode_task_runs(seq["run_id"], want=0) == 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, free_port, write_jsonl
+from tests.conftest import CHROMIUM, REPO, free_port, write_jsonl
 
 BIN = Path(sys.executable).parent
 HASHING = REPO / "configs" / "hashing.yaml"
@@ -147,6 +147,37 @@ def test_prefect_deploy_registers_every_deployment_with_its_schedule(deployed, p
     assert nightly["schedules"][0]["cron"] == "0 2 * * *"
 
 
+def _pages_for_run(api: str, flow_run_id: str, timeout: float = 60.0) -> int:
+    """The alert actions one flow run caused, once all are in. The enabled reactive triggers fire once
+    per expected event (threshold 1, within 0), so: wait until each of the run's events that a trigger
+    expects has an automation action triggered by it, and every such action has finished (executed or
+    failed); then count them. Nothing later can add a page for this run."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    expect: set[str] = set()
+    for a in _automations(api):
+        t = a.trigger
+        if a.enabled and t.posture == "Reactive":
+            assert t.threshold == 1 and t.within.total_seconds() == 0, (a.name, t)
+            expect |= set(t.expect)
+    deadline = time.time() + timeout
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        while True:
+            run_events = c.read_events(EventFilter(event=EventNameFilter(name=sorted(expect)),
+                                                   resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"])), limit=50).events
+            actions = c.read_events(EventFilter(event=EventNameFilter(prefix=["prefect.automation.action."])), limit=50).events
+            wanted = {f"prefect.event.{e.id}" for e in run_events}
+            acted = {e.id for e in actions if e.event.endswith(".triggered") and wanted & {r.id for r in e.related}}
+            finished = {e.follows for e in actions if e.event.endswith((".executed", ".failed"))}
+            by = {r.id for e in actions if e.id in acted for r in e.related}
+            if wanted and wanted <= by and acted <= finished:
+                return len(acted)
+            assert time.time() < deadline, f"the run's alert actions did not settle in {timeout:.0f} s: {[e.event for e in actions]}"
+            time.sleep(0.5)
+
+
 def test_failing_ingest_deployment_pages_once_with_what_on_call_needs(prefect_api, tmp_path, receiver):
     """A deployment run that fails in validate_batch reaches the loopback webhook exactly once
     within 30 s; the message names flow, deployment, task, error, feed, snapshot and the run's URL."""
@@ -163,7 +194,8 @@ def test_failing_ingest_deployment_pages_once_with_what_on_call_needs(prefect_ap
     pool, ops = _deploy_feed(prefect_api, tmp_path, "payments", feed, ws, HASHING)
     try:
         _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops), "--webhook-url", receiver.url], prefect_api)
-        _run([str(BIN / "prefect"), "deployment", "run", "ingest/ingest-payments"], prefect_api)
+        out = _run([str(BIN / "prefect"), "deployment", "run", "ingest/ingest-payments"], prefect_api).stdout
+        run_id = out.split("UUID:")[1].split()[0].strip()
         t0 = time.time()
         worker = subprocess.run([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--run-once"], cwd=REPO,
                                 env=_env(prefect_api), capture_output=True, text=True, timeout=300)
@@ -171,7 +203,7 @@ def test_failing_ingest_deployment_pages_once_with_what_on_call_needs(prefect_ap
         got = receiver.wait(1, 30)
         elapsed = time.time() - t0
         assert got, f"no alert reached the webhook within 30 s of the run ending ({elapsed:.0f} s)"
-        time.sleep(5)  # a second alert (duplicate action, Crashed after Failed) would arrive by now
+        assert _pages_for_run(prefect_api, run_id) == 1  # not a second (duplicate action, Crashed after Failed)
         assert len(receiver.bodies) == 1, receiver.bodies
         body, subject = got[0]["body"], got[0]["subject"]
         assert "ingest Failed" in subject and "ingest-payments" in subject
@@ -263,7 +295,7 @@ def test_quarantine_spike_event_reaches_the_data_team(prefect_api, tmp_path, rec
         _cleanup(prefect_api)
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian chromium not installed (apt-get install chromium; .ci/run does)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
 def test_prefect_ui_shows_the_deployments_and_the_latest_ingest_artifact(deployed, prefect_api, tmp_path):
     """Headless Chromium on the real UI: the Deployments page lists ours, and the latest ingest
     run's markdown artifact renders with its snapshot id."""
@@ -284,7 +316,7 @@ def test_prefect_ui_shows_the_deployments_and_the_latest_ingest_artifact(deploye
     shots.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -354,7 +386,7 @@ def test_ingest_killed_with_sigkill_is_crashed_and_pages_once(prefect_api, tmp_p
         worker.wait(120)
         got = receiver.wait(1, 30)
         assert got, "no alert within 30 s of the kill"
-        time.sleep(5)
+        assert _pages_for_run(prefect_api, run_id) == 1
         assert len(receiver.bodies) == 1, receiver.bodies
         assert "ingest Crashed" in got[0]["subject"] and "Deployment: ingest-orders" in got[0]["body"]
         assert "Feed: orders" in got[0]["body"] and f"/runs/flow-run/{run_id}" in got[0]["body"]

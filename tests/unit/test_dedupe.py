@@ -29,9 +29,52 @@ def _top_doc(ctx, text):
 # ---- MinHash / LSH building blocks ------------------------------------------------------------
 
 
-def test_lsh_params_fit_the_permutations():
-    b, r = lsh_params(0.85, 128)
-    assert b >= 1 and r >= 1 and b * r <= 128
+@pytest.mark.parametrize("num_perm", [64, 128, 256])
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.85, 0.9, 0.95])
+def test_lsh_params_find_a_pair_at_the_threshold_with_probability_099(threshold, num_perm):
+    """P(a pair of Jaccard s shares a band) = 1 - (1 - s^r)^b: >= 0.99 at the threshold, and one more
+    row per band (fewer false candidates) would fall below it."""
+    b, r = lsh_params(threshold, num_perm)
+    assert b >= 1 and r >= 1 and b * r <= num_perm
+    assert 1 - (1 - threshold**r) ** b >= 0.99
+    assert 1 - (1 - threshold ** (r + 1)) ** (num_perm // (r + 1)) < 0.99
+
+
+def _pairs(n_pairs: int, n_words: int, swaps: int, seed: int) -> list[tuple[str, str]]:
+    """Pairs of texts of distinct words, the second with `swaps` words replaced at random positions
+    3 apart: each swap changes 3 of the S = n_words - 2 shingles, so Jaccard = (S - 3k) / (S + 3k)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in range(n_pairs):
+        words = [f"s{seed}p{p}w{i}" for i in range(n_words)]
+        other = list(words)
+        for v in rng.choice(np.arange(1, (n_words - 3) // 3 + 1), size=swaps, replace=False):
+            other[3 * v] = f"s{seed}p{p}x{v}"
+        out.append((" ".join(words), " ".join(other)))
+    return out
+
+
+def _found_and_verified(n: NearDuplicateIndex, pairs, jaccard: float) -> tuple[float, float]:
+    for a, b in pairs[:20]:  # the construction gives the Jaccard asked for
+        sa, sb = set(n.shingles(a)), set(n.shingles(b))
+        assert abs(len(sa & sb) / len(sa | sb) - jaccard) < 1e-9
+    sigs = n.signatures([t for p in pairs for t in p])
+    found = verified = 0
+    for sa, sb in zip(sigs[::2], sigs[1::2]):
+        found += bool(set(n.buckets(sa)) & set(n.buckets(sb)))
+        verified += sa.jaccard(sb) >= n.settings.near_threshold
+    return found / len(pairs), verified / len(pairs)
+
+
+def test_near_pairs_at_and_above_the_threshold_are_found_99_percent_of_the_time():
+    """README: a pair at the threshold is found with probability >= 0.99 (here 0.994; seeded pairs)."""
+    n = NearDuplicateIndex(DedupeSettings())
+    assert n.settings.near_threshold == 0.85
+    at, _ = _found_and_verified(n, _pairs(1500, 39, 1, seed=1), 34 / 40)  # exactly the threshold
+    above, _ = _found_and_verified(n, _pairs(1000, 82, 2, seed=2), 74 / 86)  # 0.860
+    assert at >= 0.99 and above >= 0.99, (at, above)
+    below, verified = _found_and_verified(n, _pairs(500, 39, 4, seed=3), 25 / 49)  # 0.51: P(candidate) 0.06
+    assert below < 0.15 and verified == 0.0, (below, verified)  # a few candidates, none verified
 
 
 def test_signature_similarity_tracks_jaccard():

@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from indexops.ids import canonical_json, text_hash
@@ -89,8 +89,13 @@ def _points(ctx):
     return {(p, v["chunk_hash"]) for p, v in ctx.store.iter_points(["chunk_hash"])}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (25; `make test-deep` 400)
 @given(batches=batches_st)
+# a re-sent kept copy that becomes a duplicate takes its own duplicates along: `c` must name `a`, not `b`
+@example(batches=[
+    [FeedRecord(id="b", text=ALPHA), FeedRecord(id="c", text=ALPHA)],
+    [FeedRecord(id="a", text=ALPHA), FeedRecord(id="b", text=CONTENTS[1][1])],
+])
 def test_incremental_batches_equal_one_full_load(batches):
     final = final_state(batches)
     with tempfile.TemporaryDirectory(prefix="indexops-prop-") as tmp:

@@ -33,12 +33,20 @@ def test_the_shipped_suite_runs_natively():
     assert native_supported(json.loads(SUITE.read_text()))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in HOSTILE.iterdir() if p.suffix in {".jsonl", ".csv", ".parquet"}))
-def test_native_equals_great_expectations_on_every_hostile_file(name):
+def _readable(p) -> bool:
     try:
-        records, _ = read_batch_file(HOSTILE / name, "feed")
-    except FeedFileError:
-        pytest.skip(f"{name} is rejected by the reader before validation")
+        read_batch_file(p, "feed")
+    except FeedFileError:  # rejected whole by the reader: nothing reaches validation
+        return False
+    return True
+
+
+READABLE = sorted(p.name for p in HOSTILE.iterdir() if p.suffix in {".jsonl", ".csv", ".parquet"} and _readable(p))
+
+
+@pytest.mark.parametrize("name", READABLE)
+def test_native_equals_great_expectations_on_every_hostile_file(name):
+    records, _ = read_batch_file(HOSTILE / name, "feed")
     ge, native = _both(records, max_text_chars=1000)
     assert native == ge
 
