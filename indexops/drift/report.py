@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from indexops.drift import history as H
+from indexops.drift import embedding_tests as E
 from indexops.drift import statistics as D
 from indexops.drift.corpus import corpus_section
 from indexops.drift.redact import Redactor
@@ -310,21 +311,21 @@ class _Collector:
             else:
                 xa, ga, _ = self._chunk_vectors(old_ids, 7)
                 xb, gb, tb = self._chunk_vectors(new_ids, 8)
-                m = D.mmd_test(xa, xb, groups_x=ga, groups_y=gb, n_perm=d.permutations, name="chunks: MMD² (RBF)", **self.test_kw())
-                c = D.classifier_test(xa, xb, groups_x=ga, groups_y=gb, name="chunks: domain classifier AUC", **self.test_kw())
+                m = E.mmd_test(xa, xb, groups_x=ga, groups_y=gb, n_perm=d.permutations, name="chunks: MMD² (RBF)", **self.test_kw())
+                c = E.classifier_test(xa, xb, groups_x=ga, groups_y=gb, name="chunks: domain classifier AUC", **self.test_kw())
                 checks += [m, c]
-                figures["chunks_projection"] = D.projection_2d(xa, xb) if len(xa) and len(xb) else {"a": [], "b": []}
+                figures["chunks_projection"] = E.projection_2d(xa, xb) if len(xa) and len(xb) else {"a": [], "b": []}
                 if len(xa) and len(xb):
-                    sims, _ = D.nearest_similarity(xb, xa)
+                    sims, _ = E.nearest_similarity(xb, xa)
                     order = np.argsort(sims, kind="stable")[:10]
                     tables["farthest_new_chunks"] = [{"doc_id": self.scrub(gb[i]), "similarity": _r(float(sims[i])),
                                                       "excerpt": self.scrub(tb[i])[:240]} for i in order]
         qv = self.query_vectors()
         if len(qv["production"]) and len(qv["labeled"]):
             compares.append({"label": "queries", "baseline": {"labeled_queries": qv["labeled_info"]}, "current": {"production_queries": qv["production_info"]}})
-            checks.append(D.mmd_test(qv["lab_vecs"], qv["prod_vecs"], n_perm=d.permutations, name="queries: MMD² (RBF)", **self.test_kw()))
-            checks.append(D.classifier_test(qv["lab_vecs"], qv["prod_vecs"], name="queries: domain classifier AUC", **self.test_kw()))
-            figures["queries_projection"] = D.projection_2d(qv["lab_vecs"], qv["prod_vecs"])
+            checks.append(E.mmd_test(qv["lab_vecs"], qv["prod_vecs"], n_perm=d.permutations, name="queries: MMD² (RBF)", **self.test_kw()))
+            checks.append(E.classifier_test(qv["lab_vecs"], qv["prod_vecs"], name="queries: domain classifier AUC", **self.test_kw()))
+            figures["queries_projection"] = E.projection_2d(qv["lab_vecs"], qv["prod_vecs"])
         else:
             notes.append(f"query drift not measured: {qv['production_info'] if not qv['production'] else qv['labeled_info']}")
         return _section("embedding", checks or [D.not_applicable("embedding", "nothing to compare")], compares, figures=figures, tables=tables, notes=notes)
@@ -338,7 +339,7 @@ class _Collector:
         if not qv["production"] or not qv["labeled"]:
             why = qv["production_info"] if not qv["production"] else qv["labeled_info"]
             return _section("coverage", [D.not_applicable("coverage (nearest labeled query)", why)], [])
-        c = D.coverage_check(qv["prod_vecs"], qv["lab_vecs"], threshold=d.coverage_threshold, warn_share=d.coverage_warn, alert_share=d.coverage_alert)
+        c = E.coverage_check(qv["prod_vecs"], qv["lab_vecs"], threshold=d.coverage_threshold, warn_share=d.coverage_warn, alert_share=d.coverage_alert)
         qids = list(qv["labeled"])
         sims = c.extra.pop("nearest")
         idx = c.extra.pop("nearest_index")

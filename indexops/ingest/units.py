@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from indexops.index.context import IndexContext
 from indexops.ingest.readers import FeedFileError
@@ -39,11 +40,28 @@ class SourcePlan:
     pending_files: int = 0
 
 
-def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None) -> SourcePlan:
-    """Describe what a run will apply, lazily (files are read when their unit is reached)."""
-    name = feed or feed_name(path)
-    if kind == "delta":
-        st = scan_delta_feed(path, ctx.ledger, name)
+@runtime_checkable
+class Source(Protocol):
+    """The driver's contract with a place changes arrive from: its name in the ledger, its kind, and
+    the units still to apply (`plan`, lazy: a unit's records are read when it is reached)."""
+
+    feed: str
+    kind: SourceKind
+
+    def plan(self, ctx: IndexContext) -> SourcePlan: ...
+
+
+@dataclass
+class DeltaFeed:
+    """Batch files applied in name order, each once: the ledger's applied files say what is pending."""
+
+    path: Path
+    feed: str
+    kind: SourceKind = "delta"
+
+    def plan(self, ctx: IndexContext) -> SourcePlan:
+        name = self.feed
+        st = scan_delta_feed(self.path, ctx.ledger, name)
 
         def delta_units() -> Iterator[WorkUnit]:
             for pf in st.pending:
@@ -54,33 +72,56 @@ def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str
                     continue
                 yield WorkUnit(label=pf.name, records=recs, read_errors=bad, applied_file=applied)
 
-        return SourcePlan(name, kind, delta_units(), st.changed_after_apply, [p.name for p in st.pending if p.late], len(st.pending))
+        return SourcePlan(name, self.kind, delta_units(), st.changed_after_apply, [p.name for p in st.pending if p.late], len(st.pending))
 
-    batch = ctx.settings.ingest.batch_docs
 
-    def snapshot_units() -> Iterator[WorkUnit]:
-        seen: set[str] = set()
-        unit = WorkUnit(label="part-000001")
-        n = 1
-        for rec, bad in iter_snapshot_records(path, name, kind):
-            if bad is not None:
-                unit.read_errors.append(bad)
-                if bad.record_id:
-                    seen.add(bad.record_id)
-                continue
-            assert rec is not None
-            rid = rec.raw.get("id")
-            if isinstance(rid, (str, int)) and not isinstance(rid, bool):
-                seen.add(str(rid).strip())
-            unit.records.append(rec)
-            if len(unit.records) >= batch:
-                yield unit
-                n += 1
-                unit = WorkUnit(label=f"part-{n:06d}")
-        unit.snapshot_seen = seen  # what it deletes is read from the ledger when the unit is applied
-        yield unit
+@dataclass
+class FullSnapshot:
+    """A directory (or BEIR corpus) holding the whole current state, cut into units of
+    `ingest.batch_docs` records; ids it no longer holds are deleted with its last unit."""
 
-    return SourcePlan(name, kind, snapshot_units())
+    path: Path
+    feed: str
+    kind: SourceKind = "snapshot"
+
+    def plan(self, ctx: IndexContext) -> SourcePlan:
+        name, path, kind = self.feed, self.path, self.kind
+        batch = ctx.settings.ingest.batch_docs
+
+        def snapshot_units() -> Iterator[WorkUnit]:
+            seen: set[str] = set()
+            unit = WorkUnit(label="part-000001")
+            n = 1
+            for rec, bad in iter_snapshot_records(path, name, kind):
+                if bad is not None:
+                    unit.read_errors.append(bad)
+                    if bad.record_id:
+                        seen.add(bad.record_id)
+                    continue
+                assert rec is not None
+                rid = rec.raw.get("id")
+                if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+                    seen.add(str(rid).strip())
+                unit.records.append(rec)
+                if len(unit.records) >= batch:
+                    yield unit
+                    n += 1
+                    unit = WorkUnit(label=f"part-{n:06d}")
+            unit.snapshot_seen = seen  # what it deletes is read from the ledger when the unit is applied
+            yield unit
+
+        return SourcePlan(name, kind, snapshot_units())
+
+
+def open_source(path: str | Path, kind: SourceKind, feed: str | None = None) -> Source:
+    """The source a path and kind name (`feed` defaults to the folder name)."""
+    name = feed or feed_name(path)
+    return DeltaFeed(Path(path), name) if kind == "delta" else FullSnapshot(Path(path), name, kind)
+
+
+def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None) -> SourcePlan:
+    """Describe what a run will apply, lazily (files are read when their unit is reached)."""
+    return open_source(path, kind, feed).plan(ctx)
 
 
 @dataclass(frozen=True)

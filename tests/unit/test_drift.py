@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from indexops.drift import embedding_tests as E
 from indexops.drift import statistics as D
 from indexops.embed.hashing import HashingEmbedder
 from indexops.eval.regression import RegressionThresholds, Status, judge, paired_comparison
@@ -97,12 +98,12 @@ def _all_tests(seed: int, drift: str | None, kw: dict | None = None) -> dict[str
     vd = D.vocabulary_drift(base_docs, new_docs, seed=seed, **KW)
     out["vocabulary"], out["oov"] = vd.test, vd.oov_test
     xa, xb = EMB.embed(base_docs), EMB.embed(new_docs)
-    out["mmd"] = D.mmd_test(xa, xb, seed=seed, **KW)
-    out["classifier"] = D.classifier_test(xa, xb, seed=seed, alpha=KW["alpha"], warn_alpha=KW["warn_alpha"])
+    out["mmd"] = E.mmd_test(xa, xb, seed=seed, **KW)
+    out["classifier"] = E.classifier_test(xa, xb, seed=seed, alpha=KW["alpha"], warn_alpha=KW["warn_alpha"])
     labeled = EMB.embed(_queries(7, HEALTH, 25))
     prod = EMB.embed(_queries(9000 + seed, other, 30))
-    out["coverage"] = D.coverage_check(prod, labeled, threshold=0.3, warn_share=0.1, alert_share=0.25)
-    out["query_mmd"] = D.mmd_test(labeled, prod, seed=seed, **KW)
+    out["coverage"] = E.coverage_check(prod, labeled, threshold=0.3, warn_share=0.1, alert_share=0.25)
+    out["query_mmd"] = E.mmd_test(labeled, prod, seed=seed, **KW)
     base, latest = _per_query(seed, shift=0.35 if drift == "recall" else 0.0)
     lv, p = _retrieval_level(base, latest, seed)
     out["retrieval"] = D.DriftTest("retrieval recall@10", None, p, lv, "")
@@ -170,7 +171,7 @@ def test_vocabulary_hand_made_terms_and_oov():
 def test_mmd_matches_the_unbiased_estimator_by_hand():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 0.5
-    t = D.mmd_test(x, y, n_perm=19)
+    t = E.mmd_test(x, y, n_perm=19)
     z = np.vstack([x, y])
     d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
     med = np.median(d2[~np.eye(9, dtype=bool)])
@@ -187,17 +188,17 @@ def test_mmd_matches_the_unbiased_estimator_by_hand():
 def test_classifier_separable_and_coverage_by_hand():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4)) + 4
-    c = D.classifier_test(x, y)
+    c = E.classifier_test(x, y)
     assert c.statistic == pytest.approx(1.0) and c.verdict is D.Level.ALERT and 0.5 < c.extra["auc_threshold"] < 1
-    cov = D.coverage_check(np.array([[1.0, 0.1], [-1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]), threshold=0.5, warn_share=0.1, alert_share=0.6)
+    cov = E.coverage_check(np.array([[1.0, 0.1], [-1.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 1.0]]), threshold=0.5, warn_share=0.1, alert_share=0.6)
     assert cov.statistic == pytest.approx(0.5) and cov.verdict is D.Level.WARN
     assert cov.extra["nearest"] == [pytest.approx(0.995, abs=1e-3), 0.0]
-    assert D.coverage_check(np.zeros((0, 2)), np.ones((2, 2))).verdict is D.Level.NA
+    assert E.coverage_check(np.zeros((0, 2)), np.ones((2, 2))).verdict is D.Level.NA
 
 
 def test_projection_is_two_dimensional():
     rng = np.random.default_rng(2)
-    p = D.projection_2d(rng.normal(size=(10, 5)), rng.normal(size=(6, 5)))
+    p = E.projection_2d(rng.normal(size=(10, 5)), rng.normal(size=(6, 5)))
     assert len(p["a"]) == 10 and len(p["b"]) == 6 and all(len(r) == 2 for r in p["a"])
 
 
