@@ -121,6 +121,42 @@ class SimulatedDays:
             m.utcnow = self.real
 
 
+def start_alert_receiver(path: Path) -> str:
+    """A loopback webhook standing in for on-call: each alert the Prefect server sends is appended
+    to `path` as one JSON line. Lives as long as the demo process."""
+    import http.server
+    import threading
+
+    path.unlink(missing_ok=True)
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with open(path, "ab") as f:
+                f.write(body.replace(b"\n", b" ") + b"\n")
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, name="demo-alert-receiver", daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_port}/alerts"
+
+
+def setup_demo_alerts(url: str) -> list[str]:
+    """The automations of configs/operations.yaml, every rule routed to `url` (the `--webhook-url`
+    quick start), so the UI's Automations page shows them and a failing run below pages."""
+    from indexops.operations import load_operations, with_quickstart_webhook
+    from tasks.alerts import setup_alerts
+
+    os.environ["INDEXOPS_DEMO_WEBHOOK_URL"] = url
+    ops = with_quickstart_webhook(load_operations(REPO / "configs" / "operations.yaml"), "env:INDEXOPS_DEMO_WEBHOOK_URL")
+    rep = setup_alerts(ops)
+    return sorted(rep.created + rep.updated)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dir", default=".demo", help="where the demo keeps its feed, workspace and server state")
@@ -159,6 +195,9 @@ def main() -> None:
         # Work Pools and Concurrency pages show them and every ingest below holds the slot
         for line in prepare_deploy(load_operations(REPO / "configs" / "operations.yaml"), _load(config).ingest.concurrency_limit):
             print(f"    {line}")
+        alerts_log = base / "alerts.jsonl"
+        names = setup_demo_alerts(start_alert_receiver(alerts_log))
+        print(f"    {len(names)} automations ({'; '.join(names)}); every alert goes to a loopback receiver writing {alerts_log}")
         from flows.evaluate import evaluate
         from flows.nightly_regression import nightly_regression
 
@@ -256,6 +295,8 @@ def main() -> None:
 Where to look
   Prefect UI (flow runs, task runs; artifacts: ingest report, evaluation table, nightly regression): {ui}/runs
   Deployments (what a data engineer schedules; run one with "Run" in the UI):                      {ui}/deployments
+  Automations (who is paged for what; here a loopback receiver stands in for on-call):             {ui}/automations
+  Alerts received so far ({_count_lines(alerts_log)}; one JSON line each):             {alerts_log}
   Workspace (ledger.db, Qdrant Edge collection):           {ws}
   Published snapshots readers open (any number at once):   {ws / 'replicas'}
   Read it from an app:  from indexops import Index; Index.open("{ws}", "{config}").search("reset password")
@@ -267,6 +308,10 @@ Where to look
   Page someone when ingest fails:     make alerts WEBHOOK_URL=https://hooks.example.com/...
   The server keeps running for the UI; stop it and the served deployments with:
         kill $(cat {base / 'prefect-server.pid'}); kill -- -$(cat {base / 'serve.pid'})""")
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for _ in open(path, "rb")) if path.exists() else 0
 
 
 if __name__ == "__main__":
