@@ -29,8 +29,9 @@ from tests.conftest import _PREFECT_HOME, REPO, write_jsonl
 
 HOSTILE = REPO / "tests" / "data" / "hostile"
 CLI = [sys.executable, "-m", "indexops.cli"]
+WEBHOOK_TOKEN = "wh-7f3a9c5e1d"  # the secret part of the webhook URL (a loopback receiver's path: the page is really sent)
 SECRETS = {
-    "INDEXOPS_ALERT_WEBHOOK_URL": "https://hooks.example.invalid/services/T0/B0/wh-7f3a9c5e1d",
+    "INDEXOPS_ALERT_WEBHOOK_URL": "",  # set by the scenario: http://127.0.0.1:<receiver>/services/T0/B0/<token>
     "INDEXOPS_SMTP_PASSWORD": "smtp-p4ss-9d2e71b04c",
 }
 # hostile files (the rest of tests/data/hostile is covered by tests/unit/test_readers.py),
@@ -57,16 +58,19 @@ def scenario(prefect_server, tmp_path_factory):
         write_jsonl(feed / name, [{"id": did, "text": f"a batch file named {name!r}"}])
     with open(feed / "000033-huge.jsonl", "w", encoding="utf-8") as f:  # 10 MB of text, made here, not committed
         f.write(json.dumps({"id": "huge", "text": "word " * 2_000_000}) + "\n" + json.dumps({"id": "after-huge", "text": "small"}) + "\n")
+    pages = _Receiver()
+    SECRETS["INDEXOPS_ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:{pages.port}/services/T0/B0/{WEBHOOK_TOKEN}"
     env = dict(os.environ, PREFECT_API_URL=prefect_server, **SECRETS)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env, cwd=root, timeout=300)
 
-    out = {"root": root, "feed": feed, "ws": ws, "procs": {}, "started": datetime.now(timezone.utc)}
+    out = {"root": root, "feed": feed, "ws": ws, "procs": {}, "started": datetime.now(timezone.utc), "pages": pages}
     out["procs"]["first"] = cli("ingest", "--feed", str(feed), "--workspace", str(ws), "--config", str(cfg), "--json")
     # alerts wired to the planted secrets (by reference), so the failing run below pages through them
     ops = root / "operations.yaml"
-    email = {"kind": "email", "smtp_server": "smtp.example.invalid", "smtp_username": "alerts@example.invalid",
+    # SMTP to a closed loopback port: the send fails at once (an unresolvable host hangs in DNS here)
+    email = {"kind": "email", "smtp_server": "127.0.0.1", "smtp_port": _closed_port(), "smtp_username": "alerts@example.invalid",
              "smtp_password": "env:INDEXOPS_SMTP_PASSWORD", "from_addr": "alerts@example.invalid", "to": ["data@example.invalid"]}
     ops.write_text(json.dumps({"feeds": [], "alerts": {
         "channels": {"oncall": [{"kind": "webhook", "url": "env:INDEXOPS_ALERT_WEBHOOK_URL"}], "owners": [email], "data_team": [email]},
@@ -199,7 +203,7 @@ def test_no_traceback_and_the_index_is_consistent_afterwards(scenario):
 
 
 def test_secrets_in_the_environment_reach_neither_workspace_nor_output_nor_prefect(scenario, prefect_api):
-    needles = list(SECRETS.values())
+    needles = [*SECRETS.values(), WEBHOOK_TOKEN]
     texts = {f"{name}.{stream}": getattr(p, stream) for name, p in scenario["procs"].items() for stream in ("stdout", "stderr")}
     files = [f for f in sorted(scenario["ws"].rglob("*")) if f.is_file()]
     assert any(f.name == "ledger.db" for f in files) and any("collections" in f.parts for f in files)
@@ -220,11 +224,67 @@ def test_secrets_in_the_environment_reach_neither_workspace_nor_output_nor_prefe
     for f in report_files:
         texts[f"report {f.name}"] = f.read_text()
     texts.update(_prefect_alert_objects())
-    time.sleep(3)  # the failing run's notification attempt (to the planted, unresolvable URL) is logged by now
+    # the failing run paged through the planted secrets: wait until every alert action it caused has
+    # finished (sent, or failed on the closed SMTP port), so the server log below holds the attempts
+    finished = _finished_alert_actions(scenario["started"])
+    assert "indexops: ingest failed or crashed" in finished, finished
+    assert scenario["pages"].bodies, "the failing run's page never reached the webhook"
     texts["prefect server log"] = (Path(_PREFECT_HOME) / "server.log").read_text(errors="replace")
     for where, text in texts.items():
         for secret in needles:
             assert secret not in text, f"secret leaked into {where}"
+
+
+def _finished_alert_actions(since: datetime, timeout: float = 120.0) -> list[str]:
+    """The automations whose actions ran since `since`, once every triggered action has finished
+    (executed or failed): Prefect emits `prefect.automation.action.triggered` with `.executed` or
+    `.failed` after the action's attempt. A bounded wait on those events, not a sleep."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    deadline = time.time() + timeout
+    with get_client(sync_client=True) as c:
+        while True:  # a new filter each time: its `until` defaults to the moment it is made
+            flt = EventFilter(occurred=EventOccurredFilter(since=since), event=EventNameFilter(prefix=["prefect.automation.action."]))
+            events = c.read_events(flt, limit=50).events
+            triggered = {e.id for e in events if e.event.endswith(".triggered")}
+            done = [e for e in events if e.event.endswith((".executed", ".failed"))]
+            if triggered and triggered <= {e.follows for e in done}:
+                return sorted({e.resource.get("prefect.resource.name", e.resource.id) for e in done})
+            assert time.time() < deadline, f"alert actions unfinished after {timeout:.0f} s: {[e.event for e in events]}"
+            time.sleep(0.5)
+
+
+class _Receiver:
+    """A loopback webhook that keeps the bodies it is sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        bodies: list[bytes] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.bodies = bodies
+        self._srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._srv.server_port
+        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listened on, then closed: connecting is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _prefect_alert_objects() -> dict[str, str]:
