@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from functools import lru_cache
@@ -126,8 +127,13 @@ def _worker_embedder(model: str, dim: int, batch_size: int | None, device: str, 
 
 @task(name="encode_texts", cache_policy=NO_CACHE, timeout_seconds=3600, retries=1, retry_delay_seconds=5)
 def encode_texts(texts: list[str], embedding: dict[str, Any]) -> list[list[float]]:
-    """Encode one slice of texts on whichever worker the task runner picked."""
-    return _worker_embedder(**embedding).embed(texts).tolist()
+    """Encode one slice of texts on whichever worker the task runner picked. Logs how many encoders
+    this worker process has built (one per model, however many tasks it runs)."""
+    vectors = _worker_embedder(**embedding).embed(texts).tolist()
+    built = _worker_embedder.cache_info()
+    get_run_logger().info("worker pid %d: %d text(s) encoded; encoders built in this worker: %d (tasks here: %d)",
+                          os.getpid(), len(texts), built.misses, built.hits + built.misses)
+    return vectors
 
 
 def task_runner_for(runner: RunnerSettings) -> Any:

@@ -50,6 +50,34 @@ def test_dask_fanout_with_the_default_backend_gives_the_sequential_snapshot(tmp_
     assert Ledger.for_workspace(tmp_path / "dask").list_runs()[0]["status"] == "completed"
     assert _encode_task_runs(dsk["run_id"], want=3) >= 3  # the texts really went out as tasks (ceil(n/4) of them)
     assert _encode_task_runs(seq["run_id"], want=0) == 0
+    built = _encoders_built_per_worker(dsk["run_id"], tasks=3)
+    assert built and set(built.values()) == {1}, built  # one model per worker process, not one per task
+
+
+def _encoders_built_per_worker(flow_run_id: str, tasks: int) -> dict[int, int]:
+    """{worker pid: encoders it had built by its last task}, read from the encode tasks' run logs."""
+    import asyncio
+    import re
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    line = re.compile(r"worker pid (\d+): \d+ text\(s\) encoded; encoders built in this worker: (\d+) \(tasks here: (\d+)\)")
+
+    async def read() -> list[str]:
+        async with get_client() as c:
+            return [lg.message for lg in await c.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)]
+
+    found: list[tuple[int, int, int]] = []
+    deadline = time.time() + 30
+    while time.time() < deadline:  # the workers ship their logs in batches
+        found = [(int(m[1]), int(m[2]), int(m[3])) for msg in asyncio.run(read()) if (m := line.search(msg))]
+        if len(found) >= tasks:
+            break
+        time.sleep(0.5)
+    assert len(found) >= tasks, found
+    return {pid: max(b for p, b, _ in found if p == pid) for pid, _, _ in found}
 
 
 def _encode_task_runs(flow_run_id: str, want: int) -> int:
