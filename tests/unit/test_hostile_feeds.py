@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-import indexops.ingest.driver as ingest_mod
+import indexops.ingest.units as units_mod
 from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.readers import FeedFileError, read_batch_file
 from indexops.ingest.validate import BatchRejected
@@ -31,14 +31,14 @@ LENIENT = {"validation": {"max_bad_fraction": 1.0}}
 
 def _between_scan_and_read(monkeypatch, action):
     """Run `action(pending_files)` right after the feed is scanned, before any file is read."""
-    real = ingest_mod.scan_delta_feed
+    real = units_mod.scan_delta_feed
 
     def scan(*a, **kw):
         status = real(*a, **kw)
         action(status.pending)
         return status
 
-    monkeypatch.setattr(ingest_mod, "scan_delta_feed", scan)
+    monkeypatch.setattr(units_mod, "scan_delta_feed", scan)
 
 
 def test_a_file_removed_between_scan_and_read_is_a_clear_rejection_not_a_crash(make_ctx, tmp_path, monkeypatch):
