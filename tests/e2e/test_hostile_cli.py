@@ -26,6 +26,7 @@ import pytest
 
 from indexops.ledger import Ledger
 from tests.conftest import _PREFECT_HOME, REPO, write_jsonl
+from tests.webhook_receiver import Receiver
 
 HOSTILE = REPO / "tests" / "data" / "hostile"
 CLI = [sys.executable, "-m", "indexops.cli"]
@@ -58,7 +59,7 @@ def scenario(prefect_server, tmp_path_factory):
         write_jsonl(feed / name, [{"id": did, "text": f"a batch file named {name!r}"}])
     with open(feed / "000033-huge.jsonl", "w", encoding="utf-8") as f:  # 10 MB of text, made here, not committed
         f.write(json.dumps({"id": "huge", "text": "word " * 2_000_000}) + "\n" + json.dumps({"id": "after-huge", "text": "small"}) + "\n")
-    pages = _Receiver()
+    pages = Receiver()
     SECRETS["INDEXOPS_ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:{pages.port}/services/T0/B0/{WEBHOOK_TOKEN}"
     env = dict(os.environ, PREFECT_API_URL=prefect_server, **SECRETS)
 
@@ -90,6 +91,7 @@ def scenario(prefect_server, tmp_path_factory):
     out["report"] = root / "report"
     out["procs"]["report"] = cli("report", "--workspace", str(ws), "--out", str(out["report"]), "--config", str(cfg))
     yield out
+    pages.close()
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -253,30 +255,6 @@ def _finished_alert_actions(since: datetime, timeout: float = 120.0) -> list[str
                 return sorted({e.resource.get("prefect.resource.name", e.resource.id) for e in done})
             assert time.time() < deadline, f"alert actions unfinished after {timeout:.0f} s: {[e.event for e in events]}"
             time.sleep(0.5)
-
-
-class _Receiver:
-    """A loopback webhook that keeps the bodies it is sent."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        bodies: list[bytes] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.bodies = bodies
-        self._srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._srv.server_port
-        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
 
 
 def _closed_port() -> int:
