@@ -174,7 +174,10 @@ def main() -> None:
     from indexops.ledger import Ledger
 
     feed = base / "feed" / "helpcenter"
+    handbook = base / "feed" / "handbook"  # a document tree beside the delta feed (configs/operations.yaml: source_kind documents)
     ws = base / "workspace"
+    shutil.rmtree(handbook, ignore_errors=True)
+    shutil.copytree(SAMPLE / "handbook", handbook)
     shutil.rmtree(feed, ignore_errors=True)
     shutil.rmtree(ws, ignore_errors=True)
     feed.mkdir(parents=True)
@@ -258,6 +261,7 @@ def main() -> None:
                 print(f"    drift report of that day: {rep['verdict']} -> {write_drift_report(rep, base / 'reports')['archived']}")
 
         clock.day(0)
+        show_document_tree(ingest, handbook, ws, config, args.embedder)
         print("=== re-run with nothing new (idempotent)")
         s = ingest(feed_path=str(feed), workspace=str(ws), config_path=config, embedding_model=args.embedder)
         print(f"    chunks embedded {s['counts']['chunks_embedded']}; snapshot {s['snapshot']['snapshot_id'][:16]} (unchanged: {not s['snapshot']['new']})")
@@ -297,6 +301,7 @@ Where to look
   Deployments (what a data engineer schedules; run one with "Run" in the UI):                      {ui}/deployments
   Automations (who is paged for what; here a loopback receiver stands in for on-call):             {ui}/automations
   Alerts received so far ({_count_lines(alerts_log)}; one JSON line each):             {alerts_log}
+  Document tree feed (edit a page, run the ingest-handbook deployment): {base / 'feed' / 'handbook'}
   Workspace (ledger.db, Qdrant Edge collection):           {ws}
   Published snapshots readers open (any number at once):   {ws / 'replicas'}
   Read it from an app:  from indexops import Index; Index.open("{ws}", "{config}").search("reset password")
@@ -308,6 +313,24 @@ Where to look
   Page someone when ingest fails:     make alerts WEBHOOK_URL=https://hooks.example.com/...
   The server keeps running for the UI; stop it and the served deployments with:
         kill $(cat {base / 'prefect-server.pid'}); kill -- -$(cat {base / 'serve.pid'})""")
+
+
+def show_document_tree(ingest, tree: Path, ws: Path, config: str, embedder: str | None) -> None:
+    """The handbook (Markdown, HTML, text) as a `documents` source: listed and read once, then only
+    the page edited is read again, and a file that is not a document is quarantined with the reason."""
+
+    def run(what: str) -> None:
+        s = ingest(feed_path=str(tree), workspace=str(ws), config_path=config, source_kind="documents", embedding_model=embedder)
+        k = s["keys"]
+        print(f"=== document tree {tree.name}/ ({what}) -> ingest flow, source_kind documents")
+        print(f"    listed {k['listed']}, fetched {k['fetched']}, unchanged {k['unchanged']}, deleted {k['deleted']}, "
+              f"unreadable {k['unreadable']}; chunks embedded {s['counts']['chunks_embedded']}; snapshot {s['snapshot']['snapshot_id'][:16]}")
+
+    run("first listing: every page read, sections kept as each chunk's section path")
+    page = tree / "people" / "leave.md"
+    page.write_text(page.read_text().replace("twenty-five days", "twenty-seven days"))
+    (tree / "people" / "org-chart.html").write_bytes(bytes(range(256)) * 8)  # a binary export under an .html name
+    run("one page edited, one broken file added: only those two are read")
 
 
 def _count_lines(path: Path) -> int:

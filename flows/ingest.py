@@ -14,7 +14,9 @@ from prefect.utilities.annotations import quote
 from indexops.index.context import open_index
 from indexops.ingest.driver import run_settings, run_source
 from indexops.ingest.stages import new_run_id
+from indexops.ingest.storage import has_password
 from indexops.ingest.units import PendingWork, pending_work
+from indexops.settings import mask_url_password
 from tasks.ingest import (
     chunk_documents,
     commit_ledger,
@@ -37,12 +39,16 @@ def ingest(
     feed_path: str,
     workspace: str,
     config_path: str | None = None,
-    source_kind: Literal["auto", "delta", "snapshot", "beir"] = "auto",
+    source_kind: Literal["auto", "delta", "snapshot", "beir", "documents", "sql"] = "auto",
     feed_name: str | None = None,
     embedding_model: str | None = None,
     lock_wait_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Run one ingest of `feed_path` into the index in `workspace`; returns the run summary."""
+    """Run one ingest of `feed_path` (a folder, an fsspec URL, or a database URL without its password)
+    into the index in `workspace`; returns the run summary."""
+    if has_password(feed_path):  # parameters are stored with the run and shown in the UI
+        raise ValueError(f"feed_path {mask_url_password(feed_path)} holds a password: set it in the environment "
+                         "(sql.password_env names the variable; PGPASSWORD or ~/.pgpass for PostgreSQL)")
     settings, kind, pending = _resolve(feed_path, workspace, config_path, source_kind, feed_name, embedding_model)
     limit = settings.ingest.concurrency_limit
     # the global limit queues a second ingest visibly in the UI; the ledger lock (in _ingest) is

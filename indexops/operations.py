@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from indexops.ingest.storage import has_password
+
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|secret:[a-z0-9][a-z0-9-]*)$")
 QUARANTINE_SPIKE_EVENT = "indexops.ingest.quarantine-spike"
@@ -37,9 +39,18 @@ class FeedDeployment(_Strict):
     """One feed: an ingest deployment on an interval, and a stale alert at `stale_intervals` of it."""
 
     name: str = Field(pattern=SLUG, description="feed name; the deployment is ingest-<name>")
-    path: str = Field(description="feed directory (delta files) or snapshot/BEIR folder")
+    path: str = Field(description="delta-feed directory or fsspec URL (s3://bucket/prefix), snapshot/BEIR folder, document "
+                      "tree (path or URL), or a database URL without its password (source_kind sql)")
     interval_minutes: int = Field(15, gt=0)
-    source_kind: Literal["auto", "delta", "snapshot", "beir"] = "auto"
+    source_kind: Literal["auto", "delta", "snapshot", "beir", "documents", "sql"] = Field(
+        "auto", description="what the path holds; the ingest deployment's source_kind parameter")
+
+    @field_validator("path")
+    @classmethod
+    def _no_password(cls, v: str) -> str:
+        if has_password(v):  # a deployment's parameters are shown in the UI and kept with every run
+            raise ValueError("a feed path must not hold a password: set it in the environment (sql.password_env, PGPASSWORD)")
+        return v
 
 
 class Destination(_Strict):

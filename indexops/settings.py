@@ -156,6 +156,62 @@ class IngestSettings(_Strict):
     )
 
 
+_CREDENTIAL_OPTIONS = ("key", "secret", "token", "password", "credential", "sas", "connection_string", "account_key")
+
+
+class DocumentSourceSettings(_Strict):
+    """The `documents` source kind: a tree of Markdown, HTML, text and PDF files."""
+
+    suffixes: list[str] = Field(
+        [".md", ".markdown", ".html", ".htm", ".txt", ".pdf"], description="files of a document tree that are read (others are not listed)"
+    )
+    max_file_bytes: int = Field(50_000_000, gt=0, description="a larger document is quarantined unread")
+
+
+class SqlSourceSettings(_Strict):
+    """The `sql` source kind: rows of a table (or query) as documents."""
+
+    table: str | None = Field(None, description="table to read (schema.table allowed); or give `query`")
+    query: str | None = Field(None, description="a SELECT to read instead of a table (used as a subquery)")
+    id_column: str = Field("id", description="the column whose value is the document id")
+    watermark_column: str | None = Field(
+        "updated_at", description="rows at or after the stored watermark are read; null: every run reads every row"
+    )
+    soft_delete_column: str | None = Field(None, description="a row where this column is true (or set) is deleted from the index")
+    title_column: str | None = Field("title", description="the document title (null: none)")
+    text_column: str = Field("text", description="the document text")
+    metadata_columns: list[str] = Field([], description="columns copied into the document's metadata")
+    password_env: str | None = Field(
+        None, description="name of the environment variable holding the database password (never in the URL: Prefect "
+        "keeps a run's parameters); PostgreSQL also reads PGPASSWORD and ~/.pgpass"
+    )
+    reconcile_every_runs: int = Field(
+        1, ge=1, description="every N-th run also lists every id, so rows deleted from the table (hard deletes) leave the index"
+    )
+
+
+class SourceSettings(_Strict):
+    """Where documents come from besides local batch files: object storage, document trees, tables."""
+
+    max_delete_fraction: float = Field(
+        0.5, ge=0, le=1, description="a listing that would delete more than this share of a source's indexed keys fails "
+        "the run instead (an emptied bucket or a wrong prefix must not empty the index)"
+    )
+    storage_options: dict[str, Any] = Field(
+        {}, description="fsspec options for remote feeds (e.g. {endpoint_url: ...}); credentials come from the environment "
+        "(AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*), never from here"
+    )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in v if any(w in k.lower() for w in _CREDENTIAL_OPTIONS)]
+        if bad:
+            raise ValueError(f"source.storage_options must not hold credentials ({', '.join(sorted(bad))}): set them in the "
+                             "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ...) or a Prefect block")
+        return v
+
+
 class RunnerSettings(_Strict):
     """Where embedding fans out: in the flow process, or through a Prefect task runner on a cluster."""
 
@@ -264,6 +320,9 @@ class Settings(BaseSettings):
     )
     ledger: LedgerSettings = Field(LedgerSettings(), description="the SQL ledger of documents, chunks, runs and snapshots")
     ingest: IngestSettings = Field(IngestSettings(), description="batching and limits of an ingest run")
+    source: SourceSettings = Field(SourceSettings(), description="object storage and keyed sources: what every source shares")
+    documents: DocumentSourceSettings = Field(DocumentSourceSettings(), description="the `documents` source kind")
+    sql: SqlSourceSettings = Field(SqlSourceSettings(), description="the `sql` source kind (the URL is the --feed)")
     runner: RunnerSettings = Field(RunnerSettings(), description="where embedding fans out")
     retrieval: RetrievalSettings = Field(RetrievalSettings(), description="how queries are answered")
     eval: EvalSettings = Field(EvalSettings(), description="what an eval measures and the floor it must clear")

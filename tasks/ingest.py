@@ -23,7 +23,7 @@ from indexops.ingest.plan import BatchPlan, plan_batch
 from indexops.ingest.stages import ChunkPlan
 from indexops.ingest.summary import ingest_markdown
 from indexops.ingest.validate import ValidationResult
-from indexops.ledger import AppliedFile
+from indexops.ledger import AppliedFile, KeyChanges
 from indexops.models import FeedRecord, Quarantined
 from indexops.settings import RunnerSettings
 
@@ -50,7 +50,12 @@ def scan_source(ctx: IndexContext, path: str, kind: str, feed: str | None) -> So
     """List what the run will apply: pending batch files or snapshot slices."""
     sp = plan_source(ctx, path, kind, feed)  # type: ignore[arg-type]
     log = get_run_logger()
-    log.info("feed %s (%s): %d pending file(s)", sp.feed, kind, sp.pending_files)
+    if sp.keyed is not None:
+        c = sp.keyed
+        log.info("source %s (%s): %d key(s) listed, %d changed, %d unchanged, %d to delete", sp.feed, kind, c.listed,
+                 c.listed - c.unchanged, c.unchanged, c.deleted)
+    else:
+        log.info("feed %s (%s): %d pending file(s)", sp.feed, kind, sp.pending_files)
     for name in sp.changed_after_apply:
         log.warning("batch file %s of feed %s changed after it was applied; it is NOT re-applied", name, sp.feed)
     return sp
@@ -170,9 +175,10 @@ def write_index(ctx: IndexContext, cp: ChunkPlan, vectors: stages.Vectors) -> di
 
 
 @task(name="commit_ledger", cache_policy=NO_CACHE, timeout_seconds=900, **IO_RETRY)
-def commit_ledger(ctx: IndexContext, cp: ChunkPlan, quarantined: list[Quarantined], applied_file: AppliedFile | None) -> None:
-    """The batch's commit point: documents, chunks, cursor and quarantine in one transaction."""
-    stages.commit_batch(ctx, cp, quarantined, applied_file)
+def commit_ledger(ctx: IndexContext, cp: ChunkPlan, quarantined: list[Quarantined], applied_file: AppliedFile | None,
+                  keys: KeyChanges | None = None) -> None:
+    """The batch's commit point: documents, chunks, cursor or key fingerprints, and quarantine in one transaction."""
+    stages.commit_batch(ctx, cp, quarantined, applied_file, keys)
 
 
 @task(name="publish_snapshot", cache_policy=NO_CACHE, timeout_seconds=600, **IO_RETRY)

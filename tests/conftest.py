@@ -135,6 +135,59 @@ def postgres_url():
         shutil.rmtree(data, ignore_errors=True)
 
 
+S3_SECRET = "moto-secret-Zq81vX3kP0"  # planted: it must appear in no output, ledger row, artifact or log
+
+
+class S3Server:
+    """moto's S3 server on a loopback port (what s3fs's own tests use); `object_gets()` counts the
+    object bodies it served, from its request log (not from anything indexops counts)."""
+
+    def __init__(self, url: str, log: Path) -> None:
+        self.url, self.log = url, log
+        self.env = {"AWS_ACCESS_KEY_ID": "AKIAINDEXOPSTEST", "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_ENDPOINT_URL": url,
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def object_gets(self, bucket: str) -> list[str]:
+        """Keys of every object GET so far (listings are `GET /bucket?...` and are not counted)."""
+        import re
+
+        pat = re.compile(rf'"GET /{re.escape(bucket)}/([^? ]+) HTTP')
+        return [m.group(1) for m in pat.finditer(self.log.read_text(errors="replace"))]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto in server mode on a free loopback port, started as its own process and always stopped."""
+    import urllib.request
+
+    log = tmp_path_factory.mktemp("moto") / "requests.log"
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"moto server exited: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield S3Server(url, log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """Credentials and the endpoint in the environment, as a user sets them; yields the server."""
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    return s3_server
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """`prefect server start` on a free loopback port for the whole session; yields the API URL."""

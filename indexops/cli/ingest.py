@@ -23,21 +23,33 @@ from indexops.cli.common import (
 )
 
 
+SOURCES = ("auto", "delta", "snapshot", "beir", "documents", "sql")
+
+
 @app.command()
 def ingest(
-    feed: Path = typer.Option(..., "--feed", "-f", help="Delta feed directory, full-snapshot directory or BEIR folder."),
+    feed: str = typer.Option(..., "--feed", "-f", help="Where the source is: a folder or any fsspec URL (s3://bucket/prefix, gs://, az://, "
+                             "file://) for delta feeds and document trees; a SQLAlchemy URL for --source sql (password from the "
+                             "environment: sql.password_env, or PGPASSWORD / ~/.pgpass for PostgreSQL)."),
     workspace: Path = WorkspaceOpt,
     config: Optional[Path] = ConfigOpt,
-    source: str = typer.Option("auto", "--source", help="auto | delta | snapshot | beir"),
-    feed_name: Optional[str] = typer.Option(None, "--feed-name", help="Name of the feed in the ledger (default: folder name)."),
+    source: str = typer.Option("auto", "--source", help="auto | delta | snapshot | beir | documents | sql"),
+    feed_name: Optional[str] = typer.Option(None, "--feed-name", help="Name of the feed in the ledger (default: folder name, or the table)."),
     embedder: Optional[str] = typer.Option(None, "--embedder", help="'hashing' or a sentence-transformers model name/path."),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for another ingest of the same index."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Apply the feed's pending changes and print the new snapshot id."""
-    if source not in ("auto", "delta", "snapshot", "beir"):
-        _fail(f"--source must be auto, delta, snapshot or beir, not {source!r}", 2)
-    if not feed.exists():
+    """Apply the source's changes and print the new snapshot id."""
+    from indexops.ingest.storage import has_password, is_remote, is_sql_url, local_path
+    from indexops.settings import mask_url_password
+
+    shown = mask_url_password(feed)
+    if source not in SOURCES:
+        _fail(f"--source must be one of {', '.join(SOURCES)}, not {source!r}", 2)
+    if has_password(feed):
+        _fail(f"--feed {shown} holds a password, which Prefect would keep with the run's parameters: set it in the "
+              "environment instead (sql.password_env names the variable; PGPASSWORD or ~/.pgpass for PostgreSQL)", 2)
+    if not (is_remote(feed) or is_sql_url(feed)) and not local_path(feed).exists():
         _fail(f"feed path {feed} does not exist", 2)
     if config is not None and not config.exists():
         _fail(f"config file {config} does not exist", 2)
@@ -47,18 +59,23 @@ def ingest(
 
     try:
         summary = run_ingest(
-            feed_path=str(feed), workspace=str(workspace), config_path=str(config) if config else None,
+            feed_path=feed, workspace=str(workspace), config_path=str(config) if config else None,
             source_kind=source, feed_name=feed_name, embedding_model=embedder, lock_wait_s=wait,
         )
     except Exception as e:  # noqa: BLE001 - one clear paragraph, never a traceback
-        _fail(str(e) if type(e).__name__ == "IngestFailed" else f"ingest of {feed} failed: {type(e).__name__}: {e}")
+        _fail(str(e) if type(e).__name__ == "IngestFailed" else f"ingest of {shown} failed: {type(e).__name__}: {e}")
         return
     if as_json:
         _print_json(summary)
         return
     c = summary["counts"]
     s = summary["snapshot"]
-    typer.echo(f"feed {summary['feed']}: applied {len(summary.get('files', []))} file(s)")
+    keys = summary.get("keys")
+    if keys:
+        typer.echo(f"source {summary['feed']} ({summary['source_kind']}): listed {keys['listed']}, fetched {keys['fetched']}, "
+                   f"unchanged {keys['unchanged']}, deleted {keys['deleted']}, unreadable {keys['unreadable']}")
+    else:
+        typer.echo(f"feed {summary['feed']}: applied {len(summary.get('files', []))} file(s)")
     typer.echo(
         "  received {received}, indexed {upserted}, deleted {deleted}, unchanged {unchanged}, stale {stale}, "
         "exact dup {exact_duplicates}, near dup {near_duplicates}, promoted {promoted}, quarantined {quarantined}, "

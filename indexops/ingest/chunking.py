@@ -89,8 +89,20 @@ class Chunker:
         if ahead is not None and ahead[:3] == (title, text, metadata):
             return ahead[3]
         title = title or ""
+        sections = section_ranges(text, metadata)
         if self.settings.strategy == "document":
-            return self._whole(doc_id, title, text, metadata)
+            return self._whole(doc_id, title, text, {k: v for k, v in metadata.items() if k != SECTION_STARTS})
+        if sections is None:
+            return self._pieces(doc_id, title, text, metadata, 0)
+        out = ChunkResult([], 0)
+        for a, b, meta in sections:  # a chunk never crosses a section; each carries its section path
+            res = self._pieces(doc_id, title, text[a:b], meta, len(out.chunks))
+            out.chunks += res.chunks
+            out.duplicates_dropped += res.duplicates_dropped
+        return out
+
+    def _pieces(self, doc_id: str, title: str, text: str, metadata: dict[str, Any], first: int) -> ChunkResult:
+        """Chunk one text into model-sized pieces numbered from position `first`."""
         prefix = ""
         budget = self.max_tokens
         title_tokens = 0
@@ -116,7 +128,7 @@ class Chunker:
         chunks: list[Chunk] = []
         seen: set[str] = set()
         dropped = 0
-        for position, (a, b) in enumerate(ranges):
+        for position, (a, b) in enumerate(ranges, start=first):
             piece = text[a:b].strip()
             if not piece:
                 continue
@@ -168,6 +180,30 @@ class Chunker:
         return ChunkResult([Chunk(chunk_id=chunk_id(doc_id, 0, th, self.version), doc_id=doc_id, position=0, text=piece,
                                   embed_text=prefix + piece, chunk_hash=chunk_hash(piece, title, metadata), title=title,
                                   metadata=metadata)], 0)
+
+
+SECTION_STARTS = "section_starts"  # metadata a document source sets: [[char offset, [heading, ...]], ...]
+
+
+def section_ranges(text: str, metadata: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]] | None:
+    """A sectioned document's (start, end, chunk metadata) per section, in order: the metadata
+    without the offsets and with `section` (the heading path, " > "-joined) where it has one.
+    None for a document without `section_starts` (or with offsets that do not fit its text)."""
+    starts = metadata.get(SECTION_STARTS) if isinstance(metadata, dict) else None
+    if not isinstance(starts, list) or not starts:
+        return None
+    base = {k: v for k, v in metadata.items() if k != SECTION_STARTS}
+    try:
+        bounds = [(int(off), [str(h) for h in path]) for off, path in starts]
+    except (TypeError, ValueError):
+        return None
+    if bounds[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(bounds, bounds[1:])) or bounds[-1][0] > len(text):
+        return None
+    out = []
+    for i, (a, path) in enumerate(bounds):
+        b = bounds[i + 1][0] if i + 1 < len(bounds) else len(text)
+        out.append((a, b, {**base, "section": " > ".join(path)} if path else base))
+    return out
 
 
 def _token_windows(spans: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[int, int]]:

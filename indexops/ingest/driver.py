@@ -20,7 +20,7 @@ from indexops.ingest.stages import EmbedFn, StageCall, apply_batch, call_directl
 from indexops.ingest.units import WorkUnit, plan_source
 from indexops.ingest.validate import BatchRejected, ValidationResult
 from indexops.models import BatchCounts
-from indexops.settings import load_settings
+from indexops.settings import load_settings, mask_url_password
 
 
 def run_settings(config_path: str | Path | None, feed_path: str | Path, source_kind: str,
@@ -90,7 +90,7 @@ def run_source(
     owner = ctx.ledger.acquire_lock(ctx.collection, wait_s=lock_wait_s)
     try:
         prev = ctx.ledger.latest_snapshot(ctx.collection)
-        ctx.ledger.start_run(run_id, name, str(path))
+        ctx.ledger.start_run(run_id, name, mask_url_password(str(path)))
         try:
             sp = timed("scan", plan_source, ctx, path, kind, feed)
             name = sp.feed
@@ -101,10 +101,10 @@ def run_source(
                 at["unit"] = unit.label
                 res = timed("validate", validate_unit, ctx, unit, sp.feed, run_id)
                 totals = totals.add(apply_batch(
-                    ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad,
-                    applied_file=unit.applied_file, progress=progress, while_encoding=units.prepare_next, call=timed,
+                    ctx, res.good, sp.feed, run_id, snapshot_deletes=unit.snapshot_deletes, quarantined=res.bad + unit.unreadable,
+                    applied_file=unit.applied_file, keys=unit.keys, progress=progress, while_encoding=units.prepare_next, call=timed,
                     embed=embed, label=unit.label))
-                reasons += [q.reason for q in res.bad]
+                reasons += [q.reason for q in res.bad + unit.unreadable]
                 if unit.applied_file:
                     files.append(unit.label)
                 at["stage"] = "scan"
@@ -125,7 +125,8 @@ def run_source(
     timings["total"] = time.perf_counter() - t0
     spike = quarantine_spike(totals.received, totals.quarantined, reasons, ctx.settings.ingest.quarantine_spike_fraction)
     return {"run_id": run_id, "feed": sp.feed, "source_kind": kind, "counts": totals.model_dump(), "snapshot": manifest,
-            "timings_s": timings, "files": files, "changed_after_apply": sp.changed_after_apply, "quarantine_spike": spike}
+            "timings_s": timings, "files": files, "changed_after_apply": sp.changed_after_apply, "quarantine_spike": spike,
+            "keys": sp.keyed.as_dict() if sp.keyed is not None else None}
 
 
 def ingest_path(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None, run_id: str | None = None,

@@ -27,8 +27,7 @@ class FeedFileError(Exception):
 
 
 def is_batch_file(p: Path) -> bool:
-    n = p.name
-    return p.is_file() and not n.startswith((".", "~")) and not n.endswith((".tmp", ".part")) and p.suffix.lower() in SUPPORTED
+    return p.is_file() and is_batch_name(p.name)
 
 
 def _excerpt(b: bytes | str) -> str:
@@ -57,14 +56,28 @@ def read_batch_file(path: str | Path, feed: str, max_line_bytes: int = 50_000_00
         raise FeedFileError(f"batch file {p.name!r} disappeared before it could be read") from None
     except OSError as e:
         raise FeedFileError(f"batch file {p.name!r} cannot be read: {e.strerror}") from None
-    suffix = p.suffix.lower()
+    return parse_batch_bytes(data, p.name, feed, max_line_bytes)
+
+
+def parse_batch_bytes(data: bytes, name: str, feed: str, max_line_bytes: int = 50_000_000) -> tuple[list[SourceRecord], list[Quarantined]]:
+    """Parse a batch file's bytes (read from a local disk or an object store); `name`'s suffix says the format.
+
+    Raises:
+        FeedFileError: the format is unsupported or its schema is unusable.
+    """
+    suffix = Path(name).suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return _jsonl(data, p.name, feed, max_line_bytes)
+        return _jsonl(data, name, feed, max_line_bytes)
     if suffix == ".csv":
-        return _csv(data, p.name, feed)
+        return _csv(data, name, feed)
     if suffix == ".parquet":
-        return _parquet(data, p.name, feed)
-    raise FeedFileError(f"unsupported batch file type {suffix!r} ({p.name}); use one of {', '.join(SUPPORTED)}")
+        return _parquet(data, name, feed)
+    raise FeedFileError(f"unsupported batch file type {suffix!r} ({name}); use one of {', '.join(SUPPORTED)}")
+
+
+def is_batch_name(name: str) -> bool:
+    """A file name a feed applies (not hidden, not a partial upload, a supported format)."""
+    return not name.startswith((".", "~")) and not name.endswith((".tmp", ".part")) and Path(name).suffix.lower() in SUPPORTED
 
 
 def _jsonl(data: bytes, name: str, feed: str, max_line_bytes: int) -> tuple[list[SourceRecord], list[Quarantined]]:

@@ -9,10 +9,11 @@ from typing import Literal
 
 from indexops.ingest.readers import FeedFileError, is_batch_file, read_batch_file
 from indexops.ingest.stages import file_sha256
+from indexops.ingest.storage import is_remote, is_sql_url, local_path, url_basename
 from indexops.ledger import AppliedFile, Ledger
 from indexops.models import Quarantined, SourceRecord
 
-SourceKind = Literal["delta", "snapshot", "beir"]
+SourceKind = Literal["delta", "snapshot", "beir", "documents", "sql"]
 
 
 @dataclass
@@ -34,14 +35,22 @@ class FeedStatus:
 
 
 def detect_kind(path: str | Path) -> SourceKind:
-    p = Path(path)
-    if (p / "corpus.jsonl").is_file():
+    """`sql` for a database URL, `beir` for a folder with corpus.jsonl, else `delta` (a document
+    tree is never guessed: it is `--source documents`)."""
+    if is_sql_url(path):
+        return "sql"
+    if is_remote(path):
+        return "delta"
+    if (local_path(path) / "corpus.jsonl").is_file():
         return "beir"
     return "delta"
 
 
 def feed_name(path: str | Path) -> str:
-    return Path(path).resolve().name
+    """A feed's default name: its folder's name (a URL's last path segment)."""
+    if is_remote(path) or is_sql_url(path):
+        return url_basename(str(path))
+    return local_path(path).resolve().name
 
 
 def batch_files(root: Path) -> list[Path]:

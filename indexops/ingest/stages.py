@@ -23,7 +23,7 @@ from indexops.embed.protocol import ProgressFn
 from indexops.ids import point_id, sha256_hex
 from indexops.index.context import IndexContext, compact_store
 from indexops.ingest.plan import BatchPlan, plan_batch
-from indexops.ledger import AppliedFile, BatchCommit, ChunkRow, multiset_term
+from indexops.ledger import AppliedFile, BatchCommit, ChunkRow, KeyChanges, multiset_term
 from indexops.models import BatchCounts, Chunk, FeedRecord, Quarantined
 from indexops.store.protocol import StorePoint
 
@@ -187,10 +187,12 @@ def write_store(ctx: IndexContext, cp: ChunkPlan, vectors: Vectors) -> dict[str,
     return {"upserted_points": len(todo), "payload_updates": len(cp.payload_only), "deleted_points": len(cp.delete_points)}
 
 
-def commit_batch(ctx: IndexContext, cp: ChunkPlan, quarantined: Sequence[Quarantined] = (), applied_file: AppliedFile | None = None) -> None:
+def commit_batch(ctx: IndexContext, cp: ChunkPlan, quarantined: Sequence[Quarantined] = (), applied_file: AppliedFile | None = None,
+                 keys: KeyChanges | None = None) -> None:
     assert cp.commit is not None
     cp.commit.quarantined = list(quarantined)
     cp.commit.applied_file = applied_file
+    cp.commit.keys = keys
     ctx.ledger.commit_batch(cp.commit)
 
 
@@ -232,6 +234,7 @@ def apply_batch(
     snapshot_deletes: Sequence[str] = (),
     quarantined: Sequence[Quarantined] = (),
     applied_file: AppliedFile | None = None,
+    keys: KeyChanges | None = None,
     progress: ProgressFn | None = None,
     timings: dict[str, float] | None = None,
     while_encoding: Callable[[], None] | None = None,
@@ -255,7 +258,7 @@ def apply_batch(
         embed = partial(embed_unit, progress=progress)
     vectors = run("embed", embed, ctx, cp, label)
     run("store", write_store, ctx, cp, vectors)
-    run("ledger", commit_batch, ctx, cp, list(quarantined), applied_file)
+    run("ledger", commit_batch, ctx, cp, list(quarantined), applied_file, keys)
     run("compact", compact_store, ctx)
     return batch_counts(plan, cp, quarantined)
 

@@ -21,6 +21,15 @@ _ROWS = [
 ]
 
 
+_KEY_ROWS = [
+    ("listed", "listed"),
+    ("fetched", "fetched (new or changed fingerprint)"),
+    ("unchanged", "skipped unchanged (fingerprint as applied)"),
+    ("deleted", "deleted (no longer listed)"),
+    ("unreadable", "unreadable (quarantined)"),
+]
+
+
 def _esc(s: str) -> str:
     return s.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -38,6 +47,11 @@ def ingest_markdown(summary: dict[str, Any]) -> str:
         "|---|---:|",
     ]
     lines += [f"| {label} | {c.get(k, 0)} |" for k, label in _ROWS]
+    keys = summary.get("keys")
+    if keys:  # a keyed source (document tree, bucket, table): what its listing said and what was read
+        lines += ["", f"Source `{_esc(str(summary.get('source_kind', '')))}`: what was listed and read", "",
+                  "| keys | count |", "|---|---:|"]
+        lines += [f"| {label} | {keys.get(k, 0)} |" for k, label in _KEY_ROWS]
     lines += ["", "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in summary.get("timings_s", {}).items()]
     if summary.get("files"):

@@ -7,14 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from indexops.index.context import IndexContext
 from indexops.ingest.readers import FeedFileError
 from indexops.ingest.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
+from indexops.ingest.storage import is_remote, is_sql_url, local_path
 from indexops.ingest.validate import ValidationResult
-from indexops.ledger import AppliedFile, Ledger
+from indexops.ledger import AppliedFile, KeyChanges, Ledger
 from indexops.models import Quarantined, SourceRecord
+from indexops.settings import Settings, load_settings, mask_url_password
 
 
 @dataclass
@@ -28,6 +30,8 @@ class WorkUnit:
     snapshot_deletes: list[str] = field(default_factory=list)
     snapshot_seen: set[str] | None = None  # the last unit of a full snapshot: every id the source holds
     screened: ValidationResult | None = None
+    keys: KeyChanges | None = None  # a keyed source's fingerprints and position, committed with the unit
+    unreadable: list[Quarantined] = field(default_factory=list)  # keys that could not be parsed: quarantined, never a reason to reject the unit
 
 
 @dataclass
@@ -38,6 +42,7 @@ class SourcePlan:
     changed_after_apply: list[str] = field(default_factory=list)
     late_files: list[str] = field(default_factory=list)
     pending_files: int = 0
+    keyed: Any = None  # a keyed source's KeyedCounts (listed, fetched, unchanged, deleted), final once the units are consumed
 
 
 @runtime_checkable
@@ -113,15 +118,36 @@ class FullSnapshot:
         return SourcePlan(name, kind, snapshot_units())
 
 
-def open_source(path: str | Path, kind: SourceKind, feed: str | None = None) -> Source:
-    """The source a path and kind name (`feed` defaults to the folder name)."""
+def open_source(path: str | Path, kind: SourceKind, feed: str | None = None, settings: Settings | None = None) -> Source:
+    """The source a path (or URL) and kind name (`feed` defaults to the folder name, a table's name).
+
+    Raises:
+        ValueError: the kind cannot read that location (a snapshot in object storage, a table at a path).
+    """
+    # the other kinds build on this module's units, so they are imported here, not at the top
+    from indexops.ingest.document_tree import DocumentTree
+    from indexops.ingest.remote_feed import RemoteDeltaFeed
+
     name = feed or feed_name(path)
-    return DeltaFeed(Path(path), name) if kind == "delta" else FullSnapshot(Path(path), name, kind)
+    s = settings or load_settings()
+    if kind == "sql" or is_sql_url(path):
+        if kind != "sql" or not is_sql_url(path):
+            raise ValueError(f"source kind {kind!r} cannot read {mask_url_password(str(path))!r}: a database URL is --source sql")
+        from indexops.ingest.sql_table import SqlTable  # SQLAlchemy reflection only where a table is read
+
+        return SqlTable(str(path), feed or s.sql.table or "sql", s.sql)
+    if kind == "documents":
+        return DocumentTree(str(path), name)
+    if is_remote(path):
+        if kind != "delta":
+            raise ValueError(f"source kind {kind!r} reads local folders only; from {path} use delta or documents")
+        return RemoteDeltaFeed(str(path), name)
+    return DeltaFeed(local_path(path), name) if kind == "delta" else FullSnapshot(local_path(path), name, kind)
 
 
 def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None) -> SourcePlan:
     """Describe what a run will apply, lazily (files are read when their unit is reached)."""
-    return open_source(path, kind, feed).plan(ctx)
+    return open_source(path, kind, feed, ctx.settings).plan(ctx)
 
 
 @dataclass(frozen=True)
@@ -137,8 +163,10 @@ def pending_work(workspace: str | Path, ledger_url: str | None, path: str | Path
     """A delta feed's waiting batch files, read from the ledger alone (no index opened, no model
     loaded): lets a caller skip queueing for a run with nothing to do.
     None for snapshot and BEIR sources, which are compared record by record, and for a missing feed."""
-    root = Path(path)
-    if kind != "delta" or not root.is_dir():
+    if kind != "delta" or is_remote(path) or is_sql_url(path):
+        return None
+    root = local_path(path)
+    if not root.is_dir():
         return None
     led = Ledger.for_workspace(workspace, ledger_url)
     try:

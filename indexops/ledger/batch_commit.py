@@ -16,6 +16,7 @@ from indexops.ledger.schema import (
     _after_lsh_insert, _insert_ignoring_existing, applied_files, chunks, counters, cursors, doc_counts,
     doc_history, documents, index_state, lsh_recent, pack_bands, quarantine, utcnow,
 )
+from indexops.ledger.source_keys import write_source_keys
 
 
 class BatchCommitRepository:
@@ -115,6 +116,8 @@ class BatchCommitRepository:
                 )
                 c.execute(delete(cursors).where(cursors.c.feed == b.feed))
                 c.execute(insert(cursors).values(feed=b.feed, last_file=af.name, last_hash=af.sha256, updated_at=now))
+            if b.keys is not None:
+                write_source_keys(c, b.feed, b.keys.versions, b.keys.deletes, b.keys.state)
 
     def _write_history(self, c: Connection, docs: Sequence[DocWrite]) -> None:
         row = c.execute(select(counters.c.value).where(counters.c.name == "ledger_version")).first()

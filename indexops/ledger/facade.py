@@ -30,10 +30,11 @@ from indexops.ledger.quarantine import QuarantineRepository
 from indexops.ledger.runs import RunRepository
 from indexops.ledger.schema import _create_schema, _sqlite_pragmas
 from indexops.ledger.snapshots import SnapshotRepository
+from indexops.ledger.source_keys import SourceKeyRepository
 
 class Ledger(
     DocumentRepository, LshRepository, ChunkRepository, CollectionStateRepository, FeedRepository, QuarantineRepository,
-    BatchCommitRepository, SnapshotRepository, EvalRepository, RunRepository, IndexLockRepository,
+    BatchCommitRepository, SnapshotRepository, EvalRepository, RunRepository, IndexLockRepository, SourceKeyRepository,
 ):
     """SQLAlchemy-backed ledger. One instance per process; create tables on open."""
 

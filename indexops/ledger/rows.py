@@ -100,6 +100,17 @@ class BatchCommit:
     chunk_count_delta: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
     applied_file: AppliedFile | tuple[str, str, int] | None = None  # (file_name, file_hash, records[, size, mtime_ns])
+    keys: KeyChanges | None = None  # a keyed source's keys, fingerprints and position
+
+
+@dataclass
+class KeyChanges:
+    """A keyed source's part of a batch: keys applied at their fingerprints, keys deleted, and the
+    source's position after the batch (committed with the batch's records, never apart)."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    state: dict[str, Any] | None = None
 
 
 class AppliedFile(NamedTuple):

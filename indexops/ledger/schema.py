@@ -272,6 +272,25 @@ runs = Table(
     Column("snapshot_id", String(64)),
 )
 
+# what a keyed source (a document tree, a bucket, a table) held at each key when it was last
+# applied: a later listing fetches only the keys whose fingerprint differs (written by the batch commit)
+source_keys = Table(
+    "source_keys",
+    metadata,
+    Column("feed", String(512), primary_key=True),
+    Column("key", String(1024), primary_key=True),
+    Column("fingerprint", String(256), nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# a keyed source's own position (a table's watermark, its last full key reconciliation), as JSON
+source_state = Table(
+    "source_state",
+    metadata,
+    Column("feed", String(512), primary_key=True),
+    Column("state_json", Text, nullable=False),
+)
+
 locks = Table(
     "locks",
     metadata,

@@ -75,6 +75,8 @@ def test_ui_url_fallback_only_when_configured():
     {"nightly_regression_cron": "0 2 * *"},
     {"feeds": [{"name": "a", "path": "x"}, {"name": "a", "path": "y"}]},
     {"feeds": [{"name": "Has Space", "path": "x"}]},
+    {"feeds": [{"name": "crm", "path": "postgresql+psycopg://app:pw-in-url@db/crm", "source_kind": "sql"}]},  # kept with every run
+    {"feeds": [{"name": "crm", "path": "x", "source_kind": "table"}]},
     {"alerts": {"channels": {"oncall": [{"kind": "slack", "url": "https://hooks.slack.com/services/T/B/SECRET"}]}}},
     {"alerts": {"channels": {"oncall": [{"kind": "email", "smtp_server": "s", "smtp_password": "hunter2", "from_addr": "a@b", "to": ["c@d"]}]}}},
     {"alerts": {"channels": {"oncall": [{"kind": "email", "smtp_server": "s", "from_addr": "a@b"}]}}},

@@ -1,0 +1,232 @@
+"""Document parsing (indexops/ingest/documents.py): title, text and section paths from Markdown,
+HTML, text and PDF bytes, and a clean one-line reason for every file that cannot be read."""
+
+from __future__ import annotations
+
+import pytest
+from fpdf import FPDF
+
+from indexops.ingest.documents import DocumentUnreadable, ParsedDocument, parse_document
+
+pytestmark = pytest.mark.unit
+
+
+def _pdf(pages: list[str], title: str | None = None, user_password: str | None = None) -> bytes:
+    pdf = FPDF()
+    if title is not None:
+        pdf.set_title(title)
+    if user_password is not None:
+        pdf.set_encryption(owner_password="owner", user_password=user_password)
+    pdf.set_font("helvetica", size=12)
+    for page in pages:
+        pdf.add_page()
+        if page:
+            pdf.multi_cell(0, 10, page)
+    return bytes(pdf.output())
+
+
+def _unreadable(name: str, data: bytes) -> str:
+    with pytest.raises(DocumentUnreadable) as info:
+        parse_document(name, data)
+    reason = str(info.value)
+    assert "\n" not in reason and len(reason) <= 250 and "Traceback" not in reason
+    return reason
+
+
+def _starts(doc: ParsedDocument) -> list[tuple[list[str], str]]:
+    """Each section's path with the first 12 characters of its text."""
+    return [(path, doc.text[offset : offset + 12]) for offset, path in doc.sections]
+
+
+# ---- Markdown ---------------------------------------------------------------------------------
+
+def test_title_heading_then_abstract_is_the_exact_shape_retrieval_relies_on():
+    doc = parse_document("paper.md", b"# Title\n\nAbstract text.")
+    assert doc == ParsedDocument(title="Title", text="Abstract text.", sections=[(0, [])])
+
+
+GUIDE_MD = b"""# Field Guide
+
+Welcome to the *guide*, see [the docs](https://example.org) and `pip install x`.
+
+## Install
+
+Download the archive.
+
+### Linux
+
+- Use apt
+- Or build from source
+
+```sh
+make install
+```
+
+## Usage
+
+| Flag | Meaning |
+|------|---------|
+| -v   | verbose |
+
+# Appendix
+
+Last words.
+"""
+
+
+def test_markdown_sections_nest_by_level_and_inline_markup_keeps_its_text():
+    doc = parse_document("docs/guide.md", GUIDE_MD)
+    assert doc.title == "Field Guide"
+    assert doc.text == (
+        "Welcome to the guide, see the docs and pip install x."
+        "\n\nDownload the archive."
+        "\n\nUse apt\n\nOr build from source"
+        "\n\nmake install"
+        "\n\nFlag | Meaning\n\n-v | verbose"
+        "\n\nLast words."
+    )
+    assert _starts(doc) == [
+        ([], "Welcome to t"),
+        (["Install"], "Download the"),
+        (["Install", "Linux"], "Use apt\n\nOr "),
+        (["Usage"], "Flag | Meani"),
+        (["Appendix"], "Last words."),
+    ]
+    assert [offset for offset, _ in doc.sections] == [0, 55, 78, 123, 153]
+
+
+def test_markdown_h1_after_body_text_is_the_title_and_also_a_section():
+    doc = parse_document("notes.markdown", b"Intro.\n\n# Later\n\nMore.\n")
+    assert doc.title == "Later"
+    assert doc.text == "Intro.\n\nMore."
+    assert doc.sections == [(0, []), (8, ["Later"])]
+
+
+def test_markdown_headings_without_text_between_open_one_section():
+    doc = parse_document("a.md", b"## A\n\n### B\n\nbody here\n")
+    assert doc.title == "a"  # no H1: the file stem
+    assert doc.sections == [(0, ["A", "B"])]
+
+
+# ---- HTML -------------------------------------------------------------------------------------
+
+PAGE_HTML = b"""<!doctype html>
+<html><head><title>Release  Notes</title>
+<style>.junk-style { color: red }</style><script>var junkScript = 1;</script></head>
+<body>
+<header><a href="/">junk header link</a></header>
+<nav><ul><li>junk nav item</li></ul></nav>
+<main>
+<h1>Release Notes</h1>
+<p>The   first
+   paragraph, <b>bold</b> and <a href="#">linked</a>.<br>Same paragraph.</p>
+<h2>Fixes</h2>
+<ul><li>Fixed a crash</li><li>Fixed a leak</li></ul>
+<h3>Windows</h3>
+<div>Path handling<p>now works</p></div>
+<noscript>junk noscript</noscript>
+<aside>junk aside</aside>
+</main>
+<footer>junk footer</footer>
+</body></html>"""
+
+
+def test_html_drops_chrome_and_scripts_and_headings_open_sections():
+    doc = parse_document("site/notes.HTM", PAGE_HTML)
+    assert doc.title == "Release Notes"
+    assert "junk" not in doc.text
+    assert doc.text == (
+        "The first paragraph, bold and linked. Same paragraph."
+        "\n\nFixed a crash\n\nFixed a leak"
+        "\n\nPath handling\n\nnow works"
+    )
+    assert _starts(doc) == [
+        ([], "The first pa"),
+        (["Fixes"], "Fixed a cras"),
+        (["Fixes", "Windows"], "Path handlin"),
+    ]
+
+
+def test_html_without_title_takes_the_first_h1():
+    html = b"<body><h1>Only Heading</h1><p>Body.</p><h2>Next</h2><p>Two.</p>"
+    doc = parse_document("x.html", html)
+    assert doc.title == "Only Heading"
+    assert doc.text == "Body.\n\nTwo."
+    assert doc.sections == [(0, []), (7, ["Next"])]
+
+
+# ---- plain text -------------------------------------------------------------------------------
+
+def test_txt_title_is_the_stem_and_line_endings_are_normalised():
+    data = b"\xef\xbb\xbf\r\n  line one\r\nline two\r\n\r\npara two \r\n"
+    doc = parse_document("dir/Read Me.txt", data)
+    assert doc.title == "Read Me"
+    assert doc.text == "line one\nline two\n\npara two"
+    assert doc.sections == [(0, [])]
+
+
+# ---- PDF --------------------------------------------------------------------------------------
+
+def test_pdf_title_from_metadata_and_text_of_both_pages():
+    data = _pdf(["Alpha page speaks first.", "Beta page follows."], title="Quarterly Report")
+    doc = parse_document("report.PDF", data)
+    assert doc.title == "Quarterly Report"
+    assert "Alpha page speaks first." in doc.text and "Beta page follows." in doc.text
+    assert doc.text.index("Alpha") < doc.text.index("\n\n") < doc.text.index("Beta")
+    assert doc.sections == [(0, [])]
+
+
+def test_pdf_without_title_metadata_takes_the_first_line():
+    doc = parse_document("memo.pdf", _pdf(["Memo Heading\nsecond line", "page two"]))
+    assert doc.title == "Memo Heading"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"%PDF-1.4 garbage", b"", b"not a pdf at all"],
+    ids=["garbage", "empty", "no-header"],
+)
+def test_corrupt_pdf_is_unreadable_with_a_pdf_reason(data):
+    assert _unreadable("bad.pdf", data).startswith("PDF cannot be parsed: ")
+
+
+def test_truncated_pdf_names_the_missing_end_marker():
+    data = _pdf(["Alpha", "Beta"], title="T")
+    reason = _unreadable("cut.pdf", data[: len(data) // 2])
+    assert reason.startswith("PDF cannot be parsed: ") and "EOF" in reason
+
+
+def test_pdf_encrypted_with_a_password_is_unreadable_but_an_empty_password_opens():
+    assert "encrypted" in _unreadable("locked.pdf", _pdf(["Secret"], user_password="s3cret"))
+    assert "Open text" in parse_document("open.pdf", _pdf(["Open text"], user_password="")).text
+
+
+def test_pdf_without_text_is_unreadable():
+    reason = _unreadable("scan.pdf", _pdf(["", ""], title="Scan"))
+    assert reason.startswith("PDF has no extractable text")
+
+
+# ---- unreadable text files --------------------------------------------------------------------
+
+def test_binary_bytes_named_html_are_unreadable():
+    data = bytes([0x89, 0x50, 0x4E, 0x47, 0x00, 0x00, 0x1A, 0xFF, 0x00, 0x10])
+    assert _unreadable("x.html", data) == "binary content (NUL bytes) in a .html file"
+
+
+def test_invalid_utf8_names_the_offset_counted_in_the_file():
+    assert _unreadable("a.md", b"# T\n\nabc\xff") == "not UTF-8 text: invalid byte at offset 8"
+    assert _unreadable("b.txt", b"\xef\xbb\xbfab\xfe") == "not UTF-8 text: invalid byte at offset 5"
+
+
+def test_unknown_suffix_is_unsupported():
+    assert _unreadable("report.docx", b"PK\x03\x04") == "unsupported document type '.docx'"
+    assert _unreadable("README", b"text") == "unsupported document type ''"
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [("e.md", b""), ("w.md", b"  \n\n  "), ("h.md", b"# Only A Title\n"), ("e.txt", b"\r\n"),
+     ("s.html", b"<html><script>x()</script><nav>menu</nav></html>")],
+)
+def test_nothing_left_after_parsing_is_unreadable(name, data):
+    assert _unreadable(name, data) == "no text"
