@@ -109,7 +109,11 @@ def _ingest(feed_path: str, workspace: str, settings: Any, kind: str, feed_name:
 
 
 def run_ingest(**params: Any) -> dict[str, Any]:
-    """Run the flow in this process (the CLI's path)."""
+    """Run the flow in this process (the CLI's path). A feed URL holding a password is refused
+    here, before Prefect records the parameters (the flow's own check is the last line)."""
+    if has_password(str(params.get("feed_path", ""))):
+        raise ValueError(f"feed_path {mask_url_password(str(params['feed_path']))} holds a password: set it in the environment "
+                         "(sql.password_env names the variable; PGPASSWORD or ~/.pgpass for PostgreSQL)")
     return ingest(**params)
 
 

@@ -8,6 +8,7 @@ is its path: `store.url` is `INDEXOPS_STORE__URL`), a user YAML overlay, `config
 from __future__ import annotations
 
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -159,6 +160,25 @@ class IngestSettings(_Strict):
 _CREDENTIAL_OPTIONS = ("key", "secret", "token", "password", "credential", "sas", "connection_string", "account_key")
 
 
+def _credential_options(options: Any, path: str = "") -> list[str]:
+    """The paths of options that look like credentials, at any depth (`client_kwargs.aws_secret_access_key`),
+    and of URLs carrying a password (`endpoint_url: http://user:pw@minio`)."""
+    out: list[str] = []
+    if isinstance(options, dict):
+        for k, val in options.items():
+            p = f"{path}.{k}" if path else str(k)
+            if any(w in str(k).lower() for w in _CREDENTIAL_OPTIONS):
+                out.append(p)
+            else:
+                out += _credential_options(val, p)
+    elif isinstance(options, (list, tuple)):
+        for i, val in enumerate(options):
+            out += _credential_options(val, f"{path}[{i}]")
+    elif isinstance(options, str) and "://" in options and url_has_password(options):
+        out.append(path)
+    return out
+
+
 class DocumentSourceSettings(_Strict):
     """The `documents` source kind: a tree of Markdown, HTML, text and PDF files."""
 
@@ -205,7 +225,7 @@ class SourceSettings(_Strict):
     @field_validator("storage_options")
     @classmethod
     def _no_credentials(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = [k for k in v if any(w in k.lower() for w in _CREDENTIAL_OPTIONS)]
+        bad = _credential_options(v)
         if bad:
             raise ValueError(f"source.storage_options must not hold credentials ({', '.join(sorted(bad))}): set them in the "
                              "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ...) or a Prefect block")
@@ -403,12 +423,23 @@ def load_settings(path: str | Path | None = None, overrides: dict | None = None)
         _YAML_FILES.reset(token)
 
 
-def mask_url_password(url: str) -> str:
-    """`scheme://user:secret@host/db` -> `scheme://user:***@host/db`; other URLs unchanged."""
-    from urllib.parse import urlsplit, urlunsplit
+# userinfo as SQLAlchemy reads it (a password runs to the first "@", "#", "/" and "?" included);
+# other URLs end it at "/"; and credentials passed as query parameters (password=, pwd=, ODBC's PWD=)
+_SQL_USERINFO = re.compile(r"^(?P<head>(?:postgres|postgresql|sqlite|mysql|mariadb|mssql|oracle)(?:\+[\w]+)?://[^:/@]*:)(?P<pw>[^@]*)@", re.I)
+_USERINFO = re.compile(r"^(?P<head>[\w+.-]+://[^:/@]*:)(?P<pw>[^@/]*)@")
+_QUERY_SECRET = re.compile(r"(?i)(?P<head>(?:[?&;]|%3B|%26)\s*(?:password|passwd|pwd|secret|token|api_key|access_key)\s*(?:=|%3D))(?P<pw>[^&;#]*?)(?=[&;#]|%3B|%26|$)")
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+def url_has_password(url: str) -> bool:
+    """A URL carrying a password: in its userinfo (`user:secret@`) or as a query parameter
+    (`?password=`, ODBC's `PWD=` inside `odbc_connect`)."""
+    return bool(_SQL_USERINFO.match(url) or _USERINFO.match(url) or _QUERY_SECRET.search(url))
+
+
+def mask_url_password(url: str) -> str:
+    """`scheme://user:secret@host/db?password=x` -> `scheme://user:***@host/db?password=***`; other URLs unchanged."""
+    for pat in (_SQL_USERINFO, _USERINFO):
+        if pat.match(url):
+            url = pat.sub(lambda m: f"{m.group('head')}***@", url, count=1)
+            break
+    return _QUERY_SECRET.sub(lambda m: f"{m.group('head')}***", url)

@@ -93,16 +93,18 @@ class Chunker:
         if self.settings.strategy == "document":
             return self._whole(doc_id, title, text, {k: v for k, v in metadata.items() if k != SECTION_STARTS})
         if sections is None:
-            return self._pieces(doc_id, title, text, metadata, 0)
+            return self._pieces(doc_id, title, text, metadata, 0)[0]
         out = ChunkResult([], 0)
+        position = 0
         for a, b, meta in sections:  # a chunk never crosses a section; each carries its section path
-            res = self._pieces(doc_id, title, text[a:b], meta, len(out.chunks))
+            res, position = self._pieces(doc_id, title, text[a:b], meta, position)
             out.chunks += res.chunks
             out.duplicates_dropped += res.duplicates_dropped
         return out
 
-    def _pieces(self, doc_id: str, title: str, text: str, metadata: dict[str, Any], first: int) -> ChunkResult:
-        """Chunk one text into model-sized pieces numbered from position `first`."""
+    def _pieces(self, doc_id: str, title: str, text: str, metadata: dict[str, Any], first: int) -> tuple[ChunkResult, int]:
+        """Chunk one text into model-sized pieces numbered from position `first`; also the first
+        position after them (a range dropped as empty or repeated still uses its position)."""
         prefix = ""
         budget = self.max_tokens
         title_tokens = 0
@@ -156,7 +158,7 @@ class Chunker:
                     token_ids=None if title_ids is None or piece_ids is None else title_ids.tobytes() + piece_ids.tobytes(),
                 )
             )
-        return ChunkResult(chunks, dropped)
+        return ChunkResult(chunks, dropped), first + len(ranges)
 
     def _word_aligned(self, ids: np.ndarray | None, i: int, j: int) -> np.ndarray | None:
         """ids[i:j] when that run starts and ends at word boundaries (then it is exactly the

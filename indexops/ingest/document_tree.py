@@ -40,7 +40,7 @@ class DocumentTree(ListsKeys):
         if not root.is_dir():
             raise FileNotFoundError(f"document tree not found: {root}")
         out = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root, onerror=_unlistable):  # a listing with a hole would delete what is in it
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for fn in sorted(filenames):
                 p = Path(dirpath) / fn
@@ -77,6 +77,10 @@ class DocumentTree(ListsKeys):
 
     def _bad(self, key: str, reason: str) -> Quarantined:
         return Quarantined(feed=self.feed, file=key, line=0, record_id=key, reason=f"unreadable document: {reason}")
+
+
+def _unlistable(err: OSError) -> None:
+    raise OSError(f"cannot list {err.filename}: {err.strerror}; nothing was changed (a partial listing would delete what it missed)") from err
 
 
 def _wanted(rel: str, suffixes: tuple[str, ...]) -> bool:

@@ -14,10 +14,11 @@ from typing import Any
 from indexops.embed.protocol import ProgressFn
 from indexops.index.context import IndexContext, needs_optimize, optimize_index
 from indexops.index.snapshot import publish_snapshot
+from indexops.ingest.keyed import owned_by
 from indexops.ingest.read_ahead import UnitsAhead, screen_unit
 from indexops.ingest.sources import SourceKind, detect_kind, feed_name
 from indexops.ingest.stages import EmbedFn, StageCall, apply_batch, call_directly, new_run_id, timed_call
-from indexops.ingest.units import WorkUnit, plan_source
+from indexops.ingest.units import WorkUnit, open_source, plan_source
 from indexops.ingest.validate import BatchRejected, ValidationResult
 from indexops.models import BatchCounts
 from indexops.settings import load_settings, mask_url_password
@@ -40,6 +41,10 @@ def validate_unit(ctx: IndexContext, unit: WorkUnit, feed: str, run_id: str | No
     res = screen_unit(ctx, unit, feed)
     if unit.snapshot_seen is not None:  # now, not when the unit was read: earlier batches may have promoted duplicates
         unit.snapshot_deletes = sorted(ctx.ledger.active_doc_ids(feed) - unit.snapshot_seen)
+    if unit.keys is not None:  # a keyed source: each key stands alone, so a bad record is quarantined, never the unit
+        bad = [q.record_id for q in res.bad if q.record_id]
+        unit.snapshot_deletes = sorted(set(unit.snapshot_deletes) | set(owned_by(ctx, feed, bad)))  # as if the key turned unreadable
+        return res
     file_error = not unit.records and any(q.line == 0 for q in unit.read_errors)
     if file_error or (res.total and res.bad_fraction > v.max_bad_fraction):
         ctx.ledger.record_quarantine(res.bad, run_id or "")
@@ -79,7 +84,10 @@ def run_source(
         LedgerBusy: another ingest holds the index after `lock_wait_s` seconds.
     """
     run_id = run_id or new_run_id()
-    name = feed or feed_name(path)
+    try:
+        name = open_source(path, kind, feed, ctx.settings).feed  # a table's name, not its database's
+    except Exception:  # noqa: BLE001 - the scan below meets the same error and reports it as the run's
+        name = feed or feed_name(path)
     totals = BatchCounts()
     timings: dict[str, float] = {}
     files: list[str] = []

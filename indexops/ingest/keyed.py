@@ -129,6 +129,12 @@ def diff_listing(listing: Listing, known: dict[str, str], max_delete_fraction: f
     return kp
 
 
+def owned_by(ctx: IndexContext, feed: str, ids: Sequence[str]) -> list[str]:
+    """The ids that are documents of `feed` in the ledger (a keyed source deletes only its own)."""
+    docs = ctx.ledger.get_documents(ids)
+    return sorted(d for d, row in docs.items() if row.feed == feed and row.status != "deleted")
+
+
 def plan_keyed(ctx: IndexContext, source: KeyedSource) -> SourcePlan:
     """A keyed source as units: its changed keys fetched `ingest.batch_docs` at a time (each unit
     commits its keys' fingerprints with its records), then one unit deleting the vanished keys.
@@ -143,21 +149,31 @@ def plan_keyed(ctx: IndexContext, source: KeyedSource) -> SourcePlan:
         todo = kp.changed
         for n, i in enumerate(range(0, len(todo), batch), start=1):
             unit = WorkUnit(label=f"keys-{n:06d}", keys=KeyChanges())
-            for f in source.fetch(ctx, todo[i : i + batch]):
+            fetched = list(source.fetch(ctx, todo[i : i + batch]))
+            docs = ctx.ledger.get_documents(f.key for f in fetched)
+            for f in fetched:
                 kp.counts.fetched += 1
                 unit.keys.versions[f.key] = f.fingerprint
                 if f.position is not None:
                     state["position"] = f.position
+                other = docs.get(f.key)
+                if f.record is not None and other is not None and other.feed != source.feed and other.status != "deleted":
+                    f = Fetched(f.key, f.fingerprint, error=Quarantined(
+                        feed=source.feed, file=f.record.file, line=f.record.line, record_id=f.key,
+                        reason=f"id {f.key!r} is already a document of feed {other.feed!r}; it is left to that feed "
+                               "(keyed ids are paths or key values: give one source its own root or table)"))
                 if f.record is not None:
                     unit.records.append(f.record)
                 elif f.error is not None:
                     kp.counts.unreadable += 1
                     unit.unreadable.append(f.error)
+            # a key that turned unreadable leaves the index, as a load of the source as it is now would
+            unit.snapshot_deletes = owned_by(ctx, source.feed, [q.record_id for q in unit.unreadable if q.record_id])
             last = i + batch >= len(todo) and not kp.deleted
             unit.keys.state = {**state, **(listing.state or {})} if last else dict(state)
             yield unit
         if kp.deleted or (not todo and listing.state is not None and {**state, **listing.state} != state):
-            yield WorkUnit(label="deletes" if kp.deleted else "position", snapshot_deletes=list(kp.deleted),
+            yield WorkUnit(label="deletes" if kp.deleted else "position", snapshot_deletes=owned_by(ctx, source.feed, kp.deleted),
                            keys=KeyChanges(deletes=list(kp.deleted), state={**state, **(listing.state or {})}))
 
     plan = SourcePlan(source.feed, source.kind, units())  # type: ignore[arg-type]

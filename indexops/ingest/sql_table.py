@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -198,9 +198,10 @@ class SqlTable(ListsKeys):
     def _scrub(self, text: str) -> str:
         """`text` without the URL's password (raw and decoded) or the environment's."""
         try:
-            pw = urlsplit(self.url).password
-        except ValueError:
+            pw = sa.engine.make_url(self.url).password  # as the driver was given it (SQLAlchemy's own parse)
+        except Exception:  # noqa: BLE001 - an unparsable URL never connected
             pw = None
+        pw = str(pw) if pw is not None else None
         env = os.environ.get(self.settings.password_env) if self.settings.password_env else None
         for p in sorted({p for p in (pw, unquote(pw) if pw else None, env) if p}, key=len, reverse=True):
             text = text.replace(p, "***")

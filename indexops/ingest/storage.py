@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+
+from indexops.settings import url_has_password
+from urllib.parse import unquote, urlsplit
 
 SQL_SCHEMES = ("postgresql", "postgres", "sqlite", "mysql", "mariadb", "mssql", "oracle")
 _EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
@@ -37,15 +39,24 @@ def is_sql_url(path: str | Path) -> bool:
 
 
 def has_password(path: str | Path) -> bool:
-    """A URL with a password in it (`scheme://user:secret@host/...`)."""
+    """A URL with a password in it (`scheme://user:secret@host/...`, `?password=...`)."""
     s = str(path)
-    return "://" in s and urlsplit(s).password is not None
+    return "://" in s and url_has_password(s)
 
 
 def local_path(path: str | Path) -> Path:
-    """A plain path, or the path of a `file://` URL."""
+    """A plain path, or the path of a `file://` URL (absolute: `file:///data/kb`).
+
+    Raises:
+        ValueError: a `file://` URL naming a host (`file://kb` reads as host `kb`, not a folder).
+    """
     s = str(path)
-    return Path(urlsplit(s).path) if url_scheme(s) == "file" else Path(s)
+    if url_scheme(s) != "file":
+        return Path(s)
+    parts = urlsplit(s)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"{s}: a file URL names an absolute path (file:///data/kb); {parts.netloc!r} reads as a host")
+    return Path(unquote(parts.path))
 
 
 def url_basename(url: str) -> str:
@@ -95,6 +106,10 @@ class RemoteDir:
             found = self.fs.find(self.root, detail=True)
         else:
             found = {e["name"]: e for e in self.fs.ls(self.root, detail=True)}
+        if not found and not self.fs.exists(self.root):  # object stores list a mistyped prefix as empty
+            raise FileNotFoundError(f"nothing at {self.url}: no such bucket, prefix or directory")
+        if set(found) == {self.root} and found[self.root].get("type") != "directory":
+            raise NotADirectoryError(f"{self.url} is a file, not a folder of files")
         for name in sorted(found):
             info = found[name]
             if info.get("type") == "directory":

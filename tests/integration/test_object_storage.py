@@ -177,3 +177,14 @@ async def _prefect_texts(workspace: str) -> dict[str, str]:
         for a in await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))):
             out[f"artifact {a.key}"] = a.model_dump_json()
     return out
+
+
+def test_a_mistyped_prefix_fails_instead_of_listing_nothing(s3, make_ctx):
+    import s3fs
+
+    fs, bucket = _bucket(s3fs)
+    fs.pipe(f"{bucket}/handbook/a.md", b"# A\n\nA page.")
+    ctx = make_ctx(settings_for())
+    with pytest.raises(IngestFailed, match="nothing at s3://"):
+        ingest_path(ctx, f"s3://{bucket}/handbok", "documents")
+    assert ctx.store.count() == 0

@@ -233,3 +233,17 @@ def test_chunks_carry_the_model_token_ids_of_their_embed_text_or_none():
     assert with_ids >= 8 and without >= 1  # ordinary text has ids; the word cut by windows has none
     assert tok.id_dtype == "<u2"  # 30,522 ids: two bytes each
     assert all(c.token_ids is None for c in _chunker().chunk("d", "", WORDS20, {}).chunks)  # word tokenizer: no ids
+
+
+def test_sections_split_first_and_number_positions_without_collisions():
+    """A sectioned document: no chunk crosses a section, each carries its path, and positions stay
+    unique when a section's repeated passage is dropped (a later section once reused its number)."""
+    ch = Chunker(ChunkingSettings(strategy="recursive", max_tokens=9, overlap_tokens=0, include_title=False), WordTokenizer(), "words")
+    p, r = "alpha beta gamma delta epsilon zeta.", "omega sigma tau rho phi chi."  # 6 words each: one per chunk
+    text = f"{p}\n\n{p}\n\n{r}\n\n{r}"
+    linux, mac = 0, text.index(r, len(p) * 2 + 4) + len(r) + 2
+    res = ch.chunk("d", "", text, {"lang": "en", "section_starts": [[linux, ["Linux"]], [mac, ["Mac"]]]})
+    ids = [c.chunk_id for c in res.chunks]
+    assert len(ids) == len(set(ids)) == 3 and res.duplicates_dropped == 1
+    assert [(c.text, c.metadata) for c in res.chunks] == [
+        (p, {"lang": "en", "section": "Linux"}), (r, {"lang": "en", "section": "Linux"}), (r, {"lang": "en", "section": "Mac"})]

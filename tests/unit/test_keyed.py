@@ -114,3 +114,37 @@ def test_diff_listing_guard_counts_against_known_keys():
     with pytest.raises(TooManyDeletes, match="3 of the 4 indexed keys"):
         diff_listing(Listing([Listed("a", "1")]), known, 0.5, "f")
     assert diff_listing(Listing([Listed("a", "1"), Listed("b", "1")]), known, 0.5, "f").deleted == ["c", "d"]
+
+
+def test_a_bad_record_is_quarantined_and_its_key_leaves_the_index(make_ctx, run):
+    """Validation failures of a keyed source are per key: the unit lands without them (one bad key
+    in a unit of two is 50%, far over max_bad_fraction, yet nothing is rejected), and a key that was
+    good and turned bad is deleted, as a load of the source as it is now would have it."""
+    ctx = make_ctx(settings_for({"validation": {"max_text_chars": 60}}))
+    src = MemorySource({"a": (1, "short and fine"), "b": (1, "also short")})
+    run(ctx, src)
+    src.docs["b"] = (2, "far too long " * 10)
+    run(ctx, src)
+    assert doc_ids_in_store(ctx) == {"a"}
+    bad = ctx.ledger.list_quarantine("mem", None)
+    assert [q["record_id"] for q in bad] == ["b"] and "60" in bad[0]["reason"]
+    src.fetched.clear()
+    run(ctx, src)
+    assert src.fetched == []  # its fingerprint was kept: not read again until it changes
+    src.docs["b"] = (3, "short again")
+    run(ctx, src)
+    assert doc_ids_in_store(ctx) == {"a", "b"}
+
+
+def test_two_sources_holding_the_same_key_leave_each_other_alone(make_ctx, run):
+    ctx = make_ctx(settings_for())
+    handbook = MemorySource({"index.md": (1, "the handbook's front page"), "leave.md": (1, "leave policy")}, feed="handbook")
+    helpcenter = MemorySource({"index.md": (1, "the help centre's front page"), "faq.md": (1, "questions")}, feed="helpcenter")
+    run(ctx, handbook)
+    run(ctx, helpcenter)
+    texts = {v["doc_id"]: v["text"] for _, v in ctx.store.iter_points(["doc_id", "text"])}
+    assert texts == {"index.md": "the handbook's front page", "leave.md": "leave policy", "faq.md": "questions"}
+    assert "already a document of feed 'handbook'" in ctx.ledger.list_quarantine("helpcenter", None)[0]["reason"]
+    del helpcenter.docs["index.md"]  # the key the help centre never owned vanishes from it: handbook's page stays
+    run(ctx, helpcenter)
+    assert doc_ids_in_store(ctx) == {"index.md", "leave.md", "faq.md"}

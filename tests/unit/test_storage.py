@@ -3,14 +3,16 @@ URLs are tables; names default from the URL; a missing fsspec implementation nam
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
 from indexops.ingest.driver import ingest_path
 from indexops.ingest.sources import detect_kind, feed_name
-from indexops.ingest.storage import RemoteDir, has_password, is_remote, is_sql_url, url_scheme
-from indexops.settings import load_settings
+from indexops.ingest.storage import RemoteDir, has_password, is_remote, is_sql_url, local_path, url_scheme
+from indexops.settings import load_settings, mask_url_password
 from tests.unit._helpers import doc_ids_in_store
 
 pytestmark = pytest.mark.unit
@@ -50,7 +52,54 @@ def test_a_missing_filesystem_names_the_extra_to_install(monkeypatch):
         RemoteDir("gs://bucket/kb")
 
 
-def test_storage_options_refuse_credentials():
+@pytest.mark.parametrize("options", [
+    {"key": "AKIA..."},
+    {"client_kwargs": {"aws_secret_access_key": "x"}},  # nested
+    {"endpoint_url": "http://minio:pw@minio:9000"},  # a URL with userinfo
+])
+def test_storage_options_refuse_credentials(options):
     with pytest.raises(ValueError, match="must not hold credentials"):
-        load_settings(overrides={"source": {"storage_options": {"endpoint_url": "http://minio:9000", "secret": "x"}}})
-    assert load_settings(overrides={"source": {"storage_options": {"endpoint_url": "http://minio:9000"}}}).source.storage_options
+        load_settings(overrides={"source": {"storage_options": options}})
+
+
+def test_storage_options_without_credentials_are_kept():
+    ok = {"endpoint_url": "http://minio:9000", "client_kwargs": {"region_name": "eu-west-1"}}
+    assert load_settings(overrides={"source": {"storage_options": ok}}).source.storage_options == ok
+
+
+@pytest.mark.parametrize("url,masked", [
+    ("postgresql+psycopg://app:s3cr#t/x?@db/crm", "postgresql+psycopg://app:***@db/crm"),  # SQLAlchemy reads to the first @
+    ("postgresql+psycopg://app@db/crm?sslmode=require&password=hunter2", "postgresql+psycopg://app@db/crm?sslmode=require&password=***"),
+    ("postgresql+psycopg:///crm?host=db&password=pw&x=1", "postgresql+psycopg:///crm?host=db&password=***&x=1"),
+    ("mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BX%7D%3BPWD%3Dtopsecret%3BUID%3Dsa", "mssql+pyodbc:///?odbc_connect=DRIVER%3D%7BX%7D%3BPWD%3D***%3BUID%3Dsa"),
+    ("http://minio:pw@minio:9000", "http://minio:***@minio:9000"),
+])
+def test_passwords_in_urls_are_found_and_masked_however_they_are_written(url, masked):
+    assert has_password(url) and mask_url_password(url) == masked
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://app@db/crm", "s3://bucket/a@b/c", "http://host:8080/x", "sqlite:////tmp/a.db"])
+def test_urls_without_a_password_are_left_alone(url):
+    assert not has_password(url) and mask_url_password(url) == url
+
+
+def test_a_file_url_with_a_host_is_refused(make_ctx):
+    with pytest.raises(ValueError, match="absolute path"):
+        local_path("file://handbook")
+    assert local_path("file:///data/my%20kb") == Path("/data/my kb")
+
+
+def test_a_tree_whose_subfolder_cannot_be_listed_fails_instead_of_deleting_it(make_ctx, tmp_path, monkeypatch):
+    from indexops.ingest.driver import IngestFailed
+
+    for d in ("kb/open", "kb/locked"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "page.md").write_text(f"# {d}\n\nA page in {d}.", encoding="utf-8")
+    ctx = make_ctx()
+    ingest_path(ctx, tmp_path / "kb", "documents")
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p=".": (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(p)))
+                        if str(p).endswith("locked") else real(p))
+    with pytest.raises(IngestFailed, match="cannot list"):
+        ingest_path(ctx, tmp_path / "kb", "documents")
+    assert doc_ids_in_store(ctx) == {"open/page.md", "locked/page.md"}
