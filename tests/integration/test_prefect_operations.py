@@ -217,7 +217,7 @@ def test_alerts_setup_twice_creates_no_duplicates(prefect_api, tmp_path):
         second = _run([str(BIN / "indexops"), "alerts", "setup", "--config", str(ops)], prefect_api, **env)
         assert "created" not in second.stdout and "updated" in second.stdout
         after = sorted(a.name for a in _automations(prefect_api))
-        assert before == after and len(after) == len(set(after)) == 5
+        assert before == after and len(after) == len(set(after)) == 6  # failed, nightly failed, no nightly, 2 feeds stale, spike
         for out in (first, second):  # the CLI never echoes a secret
             assert not any(v in out.stdout + out.stderr for v in env.values())
         with get_client(sync_client=True) as c:
