@@ -86,6 +86,7 @@ bench-quick: install
 	$(BIN)/python bench/encoder_backends.py --quick
 	$(BIN)/python bench/delta_vs_corpus.py --quick
 	$(BIN)/python bench/load_memory.py --quick
+	$(BIN)/python bench/keyed_listing.py --keys 200 --changed 10 --where local --out /tmp/indexops-keyed-listing-quick.json
 	$(BIN)/python bench/peers.py --quick --limit 60  # builds bench/.peers-venv once (~2 min)
 
 clean:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 
@@ -141,6 +142,7 @@ def test_cli_from_a_bucket_keeps_credentials_out(s3, prefect_server, tmp_path):
     fs, bucket = _bucket(s3fs)
     fs.pipe({f"{bucket}/kb/a.md": b"# Alpha\n\nThe alpha document.", f"{bucket}/kb/b.html": b"<title>Beta</title><p>The beta page.</p>"})
     ws = tmp_path / "ws"
+    started = datetime.now(timezone.utc)
     env = dict(os.environ, **s3.env, PREFECT_API_URL=prefect_server)
     cmd = [str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops",
            "ingest", "--feed", f"s3://{bucket}/kb", "--source", "documents", "--workspace", str(ws),
@@ -152,30 +154,35 @@ def test_cli_from_a_bucket_keeps_credentials_out(s3, prefect_server, tmp_path):
     for f in ws.rglob("*"):
         if f.is_file():
             assert S3_SECRET.encode() not in f.read_bytes(), f
-    texts = asyncio.run(_prefect_texts(str(ws)))
+    texts = asyncio.run(_prefect_texts(prefect_server, str(ws), started))
     assert any(k.startswith("artifact") and "listed" in v for k, v in texts.items())
     for k, v in texts.items():
         assert S3_SECRET not in v, k
 
 
-async def _prefect_texts(workspace: str) -> dict[str, str]:
+async def _prefect_texts(api: str, workspace: str, started: datetime) -> dict[str, str]:
+    """The flow run of this workspace (started after `started`, on the session's server), its logs and artifacts."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterStartTime,
+                                                LogFilter, LogFilterFlowRunId)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     out: dict[str, str] = {}
-    async with get_client() as c:
-        runs = [r for r in await c.read_flow_runs(limit=200) if r.parameters.get("workspace") == workspace]
-        assert len(runs) == 1
-        ids = [r.id for r in runs]
-        out["flow run"] = runs[0].model_dump_json()
-        for _ in range(40):  # logs are shipped in batches
-            logs = await c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
-            if logs:
-                break
-            await asyncio.sleep(0.25)
-        out["logs"] = "\n".join(entry.model_dump_json() for entry in logs)
-        for a in await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))):
-            out[f"artifact {a.key}"] = a.model_dump_json()
+    with temporary_settings({PREFECT_API_URL: api}):
+        async with get_client() as c:
+            recent = await c.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)), limit=200)
+            runs = [r for r in recent if r.parameters.get("workspace") == workspace]
+            assert len(runs) == 1
+            ids = [r.id for r in runs]
+            out["flow run"] = runs[0].model_dump_json()
+            for _ in range(40):  # logs are shipped in batches
+                logs = await c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
+                if logs:
+                    break
+                await asyncio.sleep(0.25)
+            out["logs"] = "\n".join(entry.model_dump_json() for entry in logs)
+            for a in await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))):
+                out[f"artifact {a.key}"] = a.model_dump_json()
     return out
 
 
