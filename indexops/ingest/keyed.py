@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from indexops.index.context import IndexContext
 from indexops.ingest.units import SourcePlan, WorkUnit
-from indexops.ledger import KeyChanges
+from indexops.ledger import DocRow, KeyChanges
 from indexops.models import Quarantined, SourceRecord
 
 
@@ -131,8 +131,11 @@ def diff_listing(listing: Listing, known: dict[str, str], max_delete_fraction: f
 
 def owned_by(ctx: IndexContext, feed: str, ids: Sequence[str]) -> list[str]:
     """The ids that are documents of `feed` in the ledger (a keyed source deletes only its own)."""
-    docs = ctx.ledger.get_documents(ids)
-    return sorted(d for d, row in docs.items() if row.feed == feed and row.status != "deleted")
+    return sorted(d for d, row in ctx.ledger.get_documents(ids).items() if _owns(row, feed))
+
+
+def _owns(row: DocRow | None, feed: str) -> bool:
+    return row is not None and row.feed == feed and row.status != "deleted"
 
 
 def plan_keyed(ctx: IndexContext, source: KeyedSource) -> SourcePlan:
@@ -157,7 +160,7 @@ def plan_keyed(ctx: IndexContext, source: KeyedSource) -> SourcePlan:
                 if f.position is not None:
                     state["position"] = f.position
                 other = docs.get(f.key)
-                if f.record is not None and other is not None and other.feed != source.feed and other.status != "deleted":
+                if f.record is not None and other is not None and not _owns(other, source.feed) and other.status != "deleted":
                     f = Fetched(f.key, f.fingerprint, error=Quarantined(
                         feed=source.feed, file=f.record.file, line=f.record.line, record_id=f.key,
                         reason=f"id {f.key!r} is already a document of feed {other.feed!r}; it is left to that feed "
@@ -168,7 +171,7 @@ def plan_keyed(ctx: IndexContext, source: KeyedSource) -> SourcePlan:
                     kp.counts.unreadable += 1
                     unit.unreadable.append(f.error)
             # a key that turned unreadable leaves the index, as a load of the source as it is now would
-            unit.snapshot_deletes = owned_by(ctx, source.feed, [q.record_id for q in unit.unreadable if q.record_id])
+            unit.snapshot_deletes = sorted({q.record_id for q in unit.unreadable if q.record_id and _owns(docs.get(q.record_id), source.feed)})
             last = i + batch >= len(todo) and not kp.deleted
             unit.keys.state = {**state, **(listing.state or {})} if last else dict(state)
             yield unit
