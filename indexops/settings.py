@@ -219,7 +219,13 @@ class SourceSettings(_Strict):
     )
     storage_options: dict[str, Any] = Field(
         {}, description="fsspec options for remote feeds (e.g. {endpoint_url: ...}); credentials come from the environment "
-        "(AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*), never from here"
+        "(AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*) or credentials_block, never from here"
+    )
+    credentials_block: str | None = Field(
+        None, description="a Prefect block the flows read a remote source's credentials from, as `<type>/<name>`: "
+        "aws-credentials/<name> (prefect-aws AwsCredentials: keys, profile or assumed role, region, endpoint), "
+        "minio-credentials/<name> (any S3-compatible store) or "
+        "secret/<name> (a Secret whose value is a JSON object of fsspec options, for any store); null: the environment"
     )
 
     @field_validator("storage_options")
@@ -229,6 +235,13 @@ class SourceSettings(_Strict):
         if bad:
             raise ValueError(f"source.storage_options must not hold credentials ({', '.join(sorted(bad))}): set them in the "
                              "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ...) or a Prefect block")
+        return v
+
+    @field_validator("credentials_block")
+    @classmethod
+    def _block_slug(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]*/[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(f"source.credentials_block {v!r} is not `<block type>/<block name>` (aws-credentials/exports, secret/kb-bucket)")
         return v
 
 

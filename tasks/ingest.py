@@ -26,6 +26,7 @@ from indexops.ingest.validate import ValidationResult
 from indexops.ledger import AppliedFile, KeyChanges
 from indexops.models import FeedRecord, Quarantined
 from indexops.settings import RunnerSettings
+from tasks.source_credentials import remote_storage_options
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -47,9 +48,13 @@ IO_RETRY = dict(retries=3, retry_delay_seconds=[1, 5, 15], retry_condition_fn=_t
 
 @task(name="scan_source", cache_policy=NO_CACHE, timeout_seconds=600)
 def scan_source(ctx: IndexContext, path: str, kind: str, feed: str | None) -> SourcePlan:
-    """List what the run will apply: pending batch files or snapshot slices."""
-    sp = plan_source(ctx, path, kind, feed)  # type: ignore[arg-type]
+    """List what the run will apply: pending batch files or snapshot slices. A remote source's
+    credentials block is read here, so its values are no task parameter."""
     log = get_run_logger()
+    options = remote_storage_options(ctx.settings, path)
+    if options:
+        log.info("credentials for %s from Prefect block %s", path, ctx.settings.source.credentials_block)
+    sp = plan_source(ctx, path, kind, feed, options)  # type: ignore[arg-type]
     if sp.keyed is not None:
         c = sp.keyed
         log.info("source %s (%s): %d key(s) listed, %d changed, %d unchanged, %d to delete", sp.feed, kind, c.listed,

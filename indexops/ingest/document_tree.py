@@ -25,7 +25,7 @@ class DocumentTree(ListsKeys):
 
     root: str
     feed: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold credentials
     kind: str = "documents"
     _remote: RemoteDir | None = field(default=None, init=False, repr=False)
     _listed: dict[str, RemoteFile] = field(default_factory=dict, init=False, repr=False)
@@ -33,7 +33,7 @@ class DocumentTree(ListsKeys):
     def list_keys(self, ctx: IndexContext) -> Listing:
         suffixes = tuple(s.lower() for s in ctx.settings.documents.suffixes)
         if is_remote(self.root):
-            self._remote = RemoteDir(self.root, self.storage_options or ctx.settings.source.storage_options)
+            self._remote = RemoteDir(self.root, {**ctx.settings.source.storage_options, **self.storage_options})
             self._listed = {f.rel: f for f in self._remote.files(recursive=True) if _wanted(f.rel, suffixes)}
             return Listing([Listed(k, f.fingerprint, f.size) for k, f in self._listed.items()])
         root = local_path(self.root)

@@ -24,12 +24,12 @@ class RemoteDeltaFeed:
 
     url: str
     feed: str
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold credentials
     kind: str = "delta"
 
     def plan(self, ctx: IndexContext) -> SourcePlan:
         name = self.feed
-        where = RemoteDir(self.url, self.storage_options or ctx.settings.source.storage_options)
+        where = RemoteDir(self.url, {**ctx.settings.source.storage_options, **self.storage_options})
         applied = ctx.ledger.applied_file_records(name)
         cur = ctx.ledger.cursor(name)
         pending: list[RemoteFile] = []

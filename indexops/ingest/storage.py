@@ -1,6 +1,7 @@
 """Where a feed's files live: a local directory, or any fsspec URL (`s3://`, `gs://`, `az://`,
 `file://`). Remote filesystems take their credentials from the environment the way their own SDKs
-do (AWS_ACCESS_KEY_ID / AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*), and
+do (AWS_ACCESS_KEY_ID / AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*) or
+from the options a caller passes (the flows read them from a Prefect block), and
 `source.storage_options` refuses credentials, so none reaches a config, a log or the ledger.
 """
 

@@ -118,8 +118,10 @@ class FullSnapshot:
         return SourcePlan(name, kind, snapshot_units())
 
 
-def open_source(path: str | Path, kind: SourceKind, feed: str | None = None, settings: Settings | None = None) -> Source:
+def open_source(path: str | Path, kind: SourceKind, feed: str | None = None, settings: Settings | None = None,
+                storage_options: dict[str, Any] | None = None) -> Source:
     """The source a path (or URL) and kind name (`feed` defaults to the folder name, a table's name).
+    `storage_options` (a remote source's credentials, say) go to the filesystem over the config's.
 
     Raises:
         ValueError: the kind cannot read that location (a snapshot in object storage, a table at a path).
@@ -137,17 +139,18 @@ def open_source(path: str | Path, kind: SourceKind, feed: str | None = None, set
 
         return SqlTable(str(path), feed or s.sql.table or "sql", s.sql)
     if kind == "documents":
-        return DocumentTree(str(path), name)
+        return DocumentTree(str(path), name, dict(storage_options or {}))
     if is_remote(path):
         if kind != "delta":
             raise ValueError(f"source kind {kind!r} reads local folders only; from {path} use delta or documents")
-        return RemoteDeltaFeed(str(path), name)
+        return RemoteDeltaFeed(str(path), name, dict(storage_options or {}))
     return DeltaFeed(local_path(path), name) if kind == "delta" else FullSnapshot(local_path(path), name, kind)
 
 
-def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None) -> SourcePlan:
+def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None,
+                storage_options: dict[str, Any] | None = None) -> SourcePlan:
     """Describe what a run will apply, lazily (files are read when their unit is reached)."""
-    return open_source(path, kind, feed, ctx.settings).plan(ctx)
+    return open_source(path, kind, feed, ctx.settings, storage_options).plan(ctx)
 
 
 @dataclass(frozen=True)

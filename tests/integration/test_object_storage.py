@@ -160,6 +160,54 @@ def test_cli_from_a_bucket_keeps_credentials_out(s3, prefect_server, tmp_path):
         assert S3_SECRET not in v, k
 
 
+@pytest.mark.e2e
+def test_credentials_from_a_prefect_block_and_nowhere_else(s3_server, prefect_server, tmp_path):
+    """`source.credentials_block` names an AwsCredentials block saved on the Prefect server: the CLI,
+    run with no AWS credentials anywhere in its environment, fails without the block and lands the
+    bucket with it; the secret key is in no output, workspace file, parameter, log or artifact."""
+    import s3fs
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect_aws import AwsCredentials
+
+    fs = s3fs.S3FileSystem(key=s3_server.env["AWS_ACCESS_KEY_ID"], secret=S3_SECRET, endpoint_url=s3_server.url)
+    bucket = f"kb-{uuid.uuid4().hex[:10]}"
+    fs.mkdir(bucket)
+    fs.pipe({f"{bucket}/kb/a.md": b"# Alpha\n\nThe alpha document.", f"{bucket}/kb/b.txt": b"The beta note."})
+    block = f"kb-reader-{uuid.uuid4().hex[:8]}"
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        AwsCredentials(aws_access_key_id=s3_server.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=S3_SECRET, region_name="us-east-1",
+                       aws_client_parameters={"endpoint_url": s3_server.url}).save(block)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(PREFECT_API_URL=prefect_server, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    exe = str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops"
+    hashing = (REPO / "configs" / "hashing.yaml").read_text()
+    (tmp_path / "env.yaml").write_text(hashing + f"source: {{storage_options: {{endpoint_url: '{s3_server.url}'}}}}\n")
+    (tmp_path / "block.yaml").write_text(hashing + f"source: {{credentials_block: aws-credentials/{block}}}\n")
+
+    def ingest(config: str, ws: str) -> subprocess.CompletedProcess:
+        return subprocess.run([exe, "ingest", "--feed", f"s3://{bucket}/kb", "--source", "documents", "--workspace", str(tmp_path / ws),
+                               "--config", str(tmp_path / config)], capture_output=True, text=True, env=env, timeout=300)
+
+    without = ingest("env.yaml", "ws-env")  # the same bucket and endpoint, credentials left to the environment: there are none
+    assert without.returncode != 0 and "credentials" in (without.stdout + without.stderr).lower(), without.stdout + without.stderr
+    (tmp_path / "typo.yaml").write_text(hashing + f"source: {{credentials_block: aws-credentials/{block}-typo}}\n")
+    typo = ingest("typo.yaml", "ws-typo")
+    assert typo.returncode != 0 and f"aws-credentials/{block}-typo' (source.credentials_block) could not be loaded" in typo.stdout + typo.stderr
+    started = datetime.now(timezone.utc)
+    p = ingest("block.yaml", "ws")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "listed 2, fetched 2" in p.stdout
+    assert S3_SECRET not in p.stdout + p.stderr
+    for f in (tmp_path / "ws").rglob("*"):
+        if f.is_file():
+            assert S3_SECRET.encode() not in f.read_bytes(), f
+    texts = asyncio.run(_prefect_texts(prefect_server, str(tmp_path / "ws"), started))
+    assert f"from Prefect block aws-credentials/{block}" in texts["logs"]
+    for k, v in texts.items():
+        assert S3_SECRET not in v, k
+
+
 async def _prefect_texts(api: str, workspace: str, started: datetime) -> dict[str, str]:
     """The flow run of this workspace (started after `started`, on the session's server), its logs and artifacts."""
     from prefect.client.orchestration import get_client
