@@ -180,10 +180,10 @@ def _credential_options(options: Any, path: str = "") -> list[str]:
 
 
 class DocumentSourceSettings(_Strict):
-    """The `documents` source kind: a tree of Markdown, HTML, text and PDF files."""
+    """The `documents` source kind: a tree of Markdown, HTML, text, PDF and Word files."""
 
     suffixes: list[str] = Field(
-        [".md", ".markdown", ".html", ".htm", ".txt", ".pdf"], description="files of a document tree that are read (others are not listed)"
+        [".md", ".markdown", ".html", ".htm", ".txt", ".pdf", ".docx"], description="files of a document tree that are read (others are not listed)"
     )
     max_file_bytes: int = Field(50_000_000, gt=0, description="a larger document is quarantined unread")
 

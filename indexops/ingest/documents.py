@@ -1,4 +1,4 @@
-"""Parse one document file's bytes (Markdown, HTML, plain text, PDF) into text for the index.
+"""Parse one document file's bytes (Markdown, HTML, plain text, PDF, Word) into text for the index.
 
 Every parser yields the same shape: a title, body text whose paragraphs are separated by a blank
 line, and the heading path that applies from each offset, so a chunk can carry its section. Bad
@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-DOCUMENT_SUFFIXES = (".md", ".markdown", ".html", ".htm", ".txt", ".pdf")
+DOCUMENT_SUFFIXES = (".md", ".markdown", ".html", ".htm", ".txt", ".pdf", ".docx")
 _REASON_MAX = 200
+_DOCX_MAX_EXPANDED = 512 * 1024 * 1024  # a .docx is a zip: its parts may not inflate past this
 _HTML_DROP = ["script", "style", "nav", "header", "footer", "aside", "noscript", "template"]
 _HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _HTML_BLOCKS = frozenset(
@@ -225,6 +226,51 @@ def _parse_pdf(data: bytes, stem: str) -> ParsedDocument:
     return ParsedDocument(title=meta_title or first_line, text=text, sections=[(0, [])])
 
 
+def _docx_heading_level(style_name: str) -> int | None:
+    """`Heading 2` -> 2 (Word's built-in heading styles, as python-docx names them)."""
+    m = re.fullmatch(r"Heading ([1-9])", style_name or "")
+    return int(m.group(1)) if m else None
+
+
+def _parse_docx(data: bytes, stem: str) -> ParsedDocument:
+    """Word's paragraphs and tables in body order; its Heading styles are the sections, the Title
+    style (or the document property) the title."""
+    import zipfile
+
+    from docx import Document
+    from docx.table import Table
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            expanded = sum(i.file_size for i in z.infolist())
+        if expanded > _DOCX_MAX_EXPANDED:
+            raise DocumentUnreadable(f"DOCX expands to {expanded} bytes, more than {_DOCX_MAX_EXPANDED}")
+        doc = Document(io.BytesIO(data))
+        blocks = list(doc.iter_inner_content())
+        prop_title = _squash(doc.core_properties.title or "")
+    except DocumentUnreadable:
+        raise
+    except Exception as e:  # not a zip, no word/document.xml, broken XML: python-docx and zipfile raise their own
+        msg = _squash(str(e))
+        raise DocumentUnreadable(f"DOCX cannot be parsed: {type(e).__name__}{': ' + msg if msg else ''}"[:_REASON_MAX]) from None
+    b, title = _Builder(), None
+    for block in blocks:
+        if isinstance(block, Table):
+            for row in block.rows:
+                cells = list(dict.fromkeys(_squash(c.text) for c in row.cells))  # a merged cell repeats in each column it spans
+                b.para(" | ".join(c for c in cells if c))
+            continue
+        words, style = block.text, block.style.name if block.style is not None else ""
+        level = _docx_heading_level(style)
+        if style == "Title" and title is None and _squash(words):
+            title = _squash(words)
+        elif level is not None and _squash(words):
+            b.heading(level, _squash(words))
+        else:
+            b.para(words)
+    return b.done(prop_title or title or stem)
+
+
 def parse_document(name: str, data: bytes) -> ParsedDocument:
     """Dispatch on the suffix of `name` (case-insensitive).
 
@@ -240,7 +286,7 @@ def parse_document(name: str, data: bytes) -> ParsedDocument:
 
     Raises:
         DocumentUnreadable: unknown suffix, binary or non-UTF-8 text, an encrypted, corrupt or
-            textless PDF, or nothing left after parsing.
+            textless PDF, a .docx that is no Word file or inflates too far, or nothing left after parsing.
     """
     path = PurePosixPath(name.replace("\\", "/"))
     suffix, stem = path.suffix.lower(), path.stem
@@ -248,6 +294,8 @@ def parse_document(name: str, data: bytes) -> ParsedDocument:
         raise DocumentUnreadable(f"unsupported document type {suffix!r}")
     if suffix == ".pdf":
         return _parse_pdf(data, stem)
+    if suffix == ".docx":
+        return _parse_docx(data, stem)
     text = _decode(data, suffix)
     if suffix in (".md", ".markdown"):
         return _parse_markdown(text, stem)

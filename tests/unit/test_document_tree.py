@@ -122,3 +122,27 @@ def test_a_file_touched_without_change_is_read_but_not_reembedded(make_ctx, tree
     ingest_path(ctx, tree, "documents")
     assert len(emb.calls) == calls  # same text: its chunks are known by id and embed hash
     assert {pid: v["text"] for pid, v in ctx.store.iter_points(["text"])} == before
+
+
+def test_word_files_land_with_their_sections_and_a_renamed_file_is_quarantined(make_ctx, tmp_path):
+    from docx import Document
+
+    root = tmp_path / "policies"
+    root.mkdir()
+    d = Document()
+    d.add_heading("Expenses", level=0)  # the Title style
+    d.add_heading("Meals", level=1)
+    d.add_paragraph("Dinners up to forty euros.")
+    d.add_heading("Hotels", level=1)
+    d.add_paragraph("Three stars at most.")
+    d.save(str(root / "expenses.docx"))
+    (root / "old.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1 a legacy .doc renamed")
+    ctx = make_ctx(settings_for(SMALL))
+    ingest_path(ctx, root, "documents")
+    pts = _points(ctx)
+    assert {p["doc_id"] for p in pts} == {"expenses.docx"} and {p["title"] for p in pts} == {"Expenses"}
+    assert {p["text"]: p["metadata"].get("section") for p in pts} == {
+        "Dinners up to forty euros.": "Meals", "Three stars at most.": "Hotels"}
+    bad = ctx.ledger.list_quarantine("policies", None)
+    assert [(q["file"], q["reason"].split(": ")[:2]) for q in bad] == [("old.docx", ["unreadable document", "DOCX cannot be parsed"])]
+    assert_store_matches_ledger(ctx)

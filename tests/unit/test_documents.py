@@ -1,5 +1,5 @@
 """Document parsing (indexops/ingest/documents.py): title, text and section paths from Markdown,
-HTML, text and PDF bytes, and a clean one-line reason for every file that cannot be read."""
+HTML, text, PDF and Word bytes (PDFs and .docx files written here by fpdf2 and python-docx), and a clean one-line reason for every file that cannot be read."""
 
 from __future__ import annotations
 
@@ -206,6 +206,80 @@ def test_pdf_without_text_is_unreadable():
     assert reason.startswith("PDF has no extractable text")
 
 
+# ---- Word ---------------------------------------------------------------------------------------
+
+def _docx(build, title: str | None = None) -> bytes:
+    import io
+
+    from docx import Document
+
+    d = Document()
+    if title is not None:
+        d.core_properties.title = title
+    build(d)
+    out = io.BytesIO()
+    d.save(out)
+    return out.getvalue()
+
+
+def _handbook(d) -> None:
+    d.add_paragraph("Employee Handbook", style="Title")
+    d.add_paragraph("Welcome aboard.")
+    d.add_heading("Leave", level=1)
+    d.add_paragraph("Twenty days a year.")
+    d.add_heading("Parental", level=2)
+    d.add_paragraph("Sixteen weeks, paid.")
+    t = d.add_table(rows=2, cols=2)
+    t.cell(0, 0).text, t.cell(0, 1).text = "Kind", "Days"
+    t.cell(1, 0).text, t.cell(1, 1).text = "Sick", "10"
+    d.add_heading("Travel", level=1)
+    d.add_paragraph("Economy under six hours.")
+
+
+def test_docx_title_style_headings_and_tables_in_body_order():
+    doc = parse_document("hr/handbook.docx", _docx(_handbook))
+    assert doc.title == "Employee Handbook"
+    assert doc.text == ("Welcome aboard.\n\nTwenty days a year.\n\nSixteen weeks, paid.\n\nKind | Days\n\nSick | 10"
+                        "\n\nEconomy under six hours.")
+    assert _starts(doc) == [([], "Welcome aboa"), (["Leave"], "Twenty days "), (["Leave", "Parental"], "Sixteen week"),
+                            (["Travel"], "Economy unde")]
+
+
+def test_docx_title_property_wins_and_the_stem_is_the_last_resort():
+    assert parse_document("a.docx", _docx(_handbook, title="HR Handbook 2026")).title == "HR Handbook 2026"
+    assert parse_document("notes/minutes.DOCX", _docx(lambda d: d.add_paragraph("Met at ten."))).title == "minutes"
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"PK\x03\x04 not really a zip", "BadZipFile"),
+    (b"%PDF-1.7 a pdf renamed", "BadZipFile"),
+])
+def test_a_file_that_is_no_word_document_is_unreadable_with_the_reason(data, why):
+    assert _unreadable("x.docx", data).startswith(f"DOCX cannot be parsed: {why}")
+
+
+def test_a_zip_without_a_word_body_is_unreadable():
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("hello.txt", "not a document")
+    assert _unreadable("x.docx", buf.getvalue()).startswith("DOCX cannot be parsed:")
+
+
+def test_a_docx_inflating_past_the_limit_is_refused_unread(monkeypatch):
+    import indexops.ingest.documents as documents
+
+    data = _docx(_handbook)
+    monkeypatch.setattr(documents, "_DOCX_MAX_EXPANDED", 1000)
+    assert _unreadable("big.docx", data).startswith("DOCX expands to ")
+
+
+def test_a_docx_with_headings_only_has_no_text():
+    assert _unreadable("h.docx", _docx(lambda d: d.add_heading("Only a heading", level=1))) == "no text"
+
+
 # ---- unreadable text files --------------------------------------------------------------------
 
 def test_binary_bytes_named_html_are_unreadable():
@@ -219,7 +293,7 @@ def test_invalid_utf8_names_the_offset_counted_in_the_file():
 
 
 def test_unknown_suffix_is_unsupported():
-    assert _unreadable("report.docx", b"PK\x03\x04") == "unsupported document type '.docx'"
+    assert _unreadable("report.doc", b"\xd0\xcf\x11\xe0") == "unsupported document type '.doc'"
     assert _unreadable("README", b"text") == "unsupported document type ''"
 
 
