@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# Azurite, Microsoft's Azure Storage emulator, for the az:// source tests (npm is the only place it ships)
+	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/node azurite@3.35.0; \
+	else echo "npm not found: the az:// tests (Azurite) will skip (they fail under CI=true)"; fi
 	touch $(STAMP)
 
 # configs/default.yaml from the settings models (tests/unit/test_settings.py fails when it is stale).

@@ -89,7 +89,9 @@ class RemoteDir:
         if scheme in ("s3", "s3a") and "endpoint_url" not in opts and os.environ.get("AWS_ENDPOINT_URL"):
             opts.setdefault("endpoint_url", os.environ["AWS_ENDPOINT_URL"])  # S3-compatible stores: MinIO, Ceph, R2
         try:
-            self.fs, root = fsspec.core.url_to_fs(url, **opts)
+            # a new filesystem per run: fsspec caches instances by their arguments, and one made from the
+            # environment would keep the credentials it was made with after the environment changed
+            self.fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **opts)
         except ImportError as e:
             pkg = _EXTRAS.get(scheme, "the fsspec implementation")
             raise ImportError(f"reading {scheme}:// needs {pkg}: pip install {pkg}") from e
