@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
                                SettingsError, YamlConfigSettingsSource)
 
@@ -205,9 +205,19 @@ class SqlSourceSettings(_Strict):
         None, description="name of the environment variable holding the database password (never in the URL: Prefect "
         "keeps a run's parameters); PostgreSQL also reads PGPASSWORD and ~/.pgpass"
     )
+    password_block: str | None = Field(
+        None, description="name of a Prefect Secret block holding the database password, read by the flows at run time "
+        "(instead of password_env)"
+    )
     reconcile_every_runs: int = Field(
         1, ge=1, description="every N-th run also lists every id, so rows deleted from the table (hard deletes) leave the index"
     )
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> "SqlSourceSettings":
+        if self.password_env and self.password_block:
+            raise ValueError("set one of sql.password_env and sql.password_block, not both")
+        return self
 
 
 class SourceSettings(_Strict):

@@ -26,7 +26,7 @@ from indexops.ingest.validate import ValidationResult
 from indexops.ledger import AppliedFile, KeyChanges
 from indexops.models import FeedRecord, Quarantined
 from indexops.settings import RunnerSettings
-from tasks.source_credentials import remote_storage_options
+from tasks.source_credentials import source_credentials
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -51,10 +51,11 @@ def scan_source(ctx: IndexContext, path: str, kind: str, feed: str | None) -> So
     """List what the run will apply: pending batch files or snapshot slices. A remote source's
     credentials block is read here, so its values are no task parameter."""
     log = get_run_logger()
-    options = remote_storage_options(ctx.settings, path)
-    if options:
-        log.info("credentials for %s from Prefect block %s", path, ctx.settings.source.credentials_block)
-    sp = plan_source(ctx, path, kind, feed, options)  # type: ignore[arg-type]
+    creds = source_credentials(ctx.settings, path)
+    if creds is not None:
+        block = ctx.settings.sql.password_block if creds.password is not None else ctx.settings.source.credentials_block
+        log.info("source credentials from Prefect block %s", block)
+    sp = plan_source(ctx, path, kind, feed, creds)  # type: ignore[arg-type]
     if sp.keyed is not None:
         c = sp.keyed
         log.info("source %s (%s): %d key(s) listed, %d changed, %d unchanged, %d to delete", sp.feed, kind, c.listed,

@@ -1,4 +1,5 @@
-"""A remote source's credentials from a Prefect block (`source.credentials_block`), as fsspec options.
+"""A source's credentials from Prefect blocks: a bucket's as fsspec options (`source.credentials_block`),
+a database's password (`sql.password_block`, a Secret).
 
 The block is read inside the task that lists the source, and its values live only in memory for
 that run: they are no flow or task parameter, and reach no log, result, artifact or ledger row. The
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from indexops.ingest.storage import is_remote
+from indexops.ingest.storage import SourceCredentials, is_remote, is_sql_url
 from indexops.settings import Settings
 
 
@@ -21,9 +22,32 @@ class SourceCredentialsError(RuntimeError):
     """The credentials block is missing or cannot give credentials; the message names it, not its values."""
 
 
+def source_credentials(settings: Settings, path: str) -> SourceCredentials | None:
+    """What the configured blocks give the source at `path`: filesystem options from
+    `source.credentials_block` for a bucket, the password in the Secret `sql.password_block` names
+    for a database; None when no block applies (the environment's credentials are used)."""
+    if is_sql_url(path) and settings.sql.password_block:
+        return SourceCredentials(password=_sql_password(settings.sql.password_block))
+    options = remote_storage_options(settings, path)
+    return SourceCredentials(storage_options=options) if options else None
+
+
+def _sql_password(name: str) -> str:
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError as e:
+        raise SourceCredentialsError(f"Prefect Secret block {name!r} (sql.password_block) could not be loaded: {type(e).__name__}. "
+                                     "Create it (`prefect block create secret`) or unset the setting") from None
+    if not isinstance(value, str) or not value:
+        raise SourceCredentialsError(f"the Secret block {name!r} (sql.password_block) must hold the password as a string")
+    return value
+
+
 def remote_storage_options(settings: Settings, path: str) -> dict[str, Any]:
     """The filesystem options `source.credentials_block` gives a remote `path`; {} when no block is
-    set or the path is local (a database URL takes its password from `sql.password_env`)."""
+    set or the path is not a remote URL."""
     slug = settings.source.credentials_block
     if not slug or not is_remote(path):
         return {}

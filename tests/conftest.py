@@ -105,6 +105,9 @@ def _pg_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
+PG_PASSWORD_ROLE = "indexops_sql_reader"  # the one role of the test server that logs in with a password
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server in a temp dir on a free loopback port (Debian's postgresql)."""
@@ -121,6 +124,8 @@ def postgres_url():
         shutil.chown(data, "postgres", "postgres")
         as_pg = ["runuser", "-u", "postgres", "--"]
     subprocess.run(as_pg + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    hba = data / "pg_hba.conf"  # the source tests' reader role must really authenticate (first matching line wins)
+    hba.write_text(f"host all {PG_PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
     log = data / "server.log"
     subprocess.run(
         as_pg + [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",

@@ -7,8 +7,8 @@ watermark) are read again and their fingerprints (a hash of the columns read) de
 fetched, so nothing is lost and nothing unchanged is applied twice. A hard delete leaves no row to
 see, so every `reconcile_every_runs`-th run also lists every id: the listing is then complete and
 the engine deletes the keys that are gone, and fetches by id a row it never saw (one committed late
-with an older watermark). The URL's password, or the one `sql.password_env` names, is put in no
-message, record or state.
+with an older watermark). The URL's password, the one `sql.password_env` names, or the one the caller
+passes (the flows read `sql.password_block`), is put in no message, record or state.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class SqlTable(ListsKeys):
     feed: str
     settings: SqlSourceSettings
     kind: str = "sql"
+    password: str | None = field(default=None, repr=False)  # read by the caller (a Prefect Secret block)
     _engine: sa.Engine | None = field(default=None, init=False, repr=False)
     _rows: dict[str, tuple[int, dict[str, Any], str]] = field(default_factory=dict, init=False, repr=False)
     _ids: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
@@ -188,7 +189,9 @@ class SqlTable(ListsKeys):
         if self._engine is None:
             url = sa.engine.make_url(self.url)
             env = self.settings.password_env
-            if env:
+            if self.password is not None:
+                url = url.set(password=self.password)
+            elif env:
                 if not os.environ.get(env):
                     raise SqlSourceError(f"sql.password_env names {env}, which is not set in the environment")
                 url = url.set(password=os.environ[env])
@@ -203,7 +206,7 @@ class SqlTable(ListsKeys):
             pw = None
         pw = str(pw) if pw is not None else None
         env = os.environ.get(self.settings.password_env) if self.settings.password_env else None
-        for p in sorted({p for p in (pw, unquote(pw) if pw else None, env) if p}, key=len, reverse=True):
+        for p in sorted({p for p in (pw, unquote(pw) if pw else None, env, self.password) if p}, key=len, reverse=True):
             text = text.replace(p, "***")
         return text
 

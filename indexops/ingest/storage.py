@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -65,6 +65,15 @@ def url_basename(url: str) -> str:
     parts = urlsplit(url)
     segs = [p for p in parts.path.split("/") if p]
     return segs[-1] if segs else (parts.hostname or parts.netloc or "feed")
+
+
+@dataclass(frozen=True)
+class SourceCredentials:
+    """What a caller read for one run (the flows: from Prefect blocks) and hands to a source: filesystem
+    options for a bucket, a password for a database. Kept out of every repr, config and record."""
+
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

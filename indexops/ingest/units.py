@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 from indexops.index.context import IndexContext
 from indexops.ingest.readers import FeedFileError
 from indexops.ingest.sources import SourceKind, batch_files, feed_name, iter_snapshot_records, read_pending, scan_delta_feed
-from indexops.ingest.storage import is_remote, is_sql_url, local_path
+from indexops.ingest.storage import SourceCredentials, is_remote, is_sql_url, local_path
 from indexops.ingest.validate import ValidationResult
 from indexops.ledger import AppliedFile, KeyChanges, Ledger
 from indexops.models import Quarantined, SourceRecord
@@ -119,9 +119,9 @@ class FullSnapshot:
 
 
 def open_source(path: str | Path, kind: SourceKind, feed: str | None = None, settings: Settings | None = None,
-                storage_options: dict[str, Any] | None = None) -> Source:
+                credentials: SourceCredentials | None = None) -> Source:
     """The source a path (or URL) and kind name (`feed` defaults to the folder name, a table's name).
-    `storage_options` (a remote source's credentials, say) go to the filesystem over the config's.
+    `credentials` read by the caller go to the filesystem (over the config's options) or the database.
 
     Raises:
         ValueError: the kind cannot read that location (a snapshot in object storage, a table at a path).
@@ -132,25 +132,26 @@ def open_source(path: str | Path, kind: SourceKind, feed: str | None = None, set
 
     name = feed or feed_name(path)
     s = settings or load_settings()
+    creds = credentials or SourceCredentials()
     if kind == "sql" or is_sql_url(path):
         if kind != "sql" or not is_sql_url(path):
             raise ValueError(f"source kind {kind!r} cannot read {mask_url_password(str(path))!r}: a database URL is --source sql")
         from indexops.ingest.sql_table import SqlTable  # SQLAlchemy reflection only where a table is read
 
-        return SqlTable(str(path), feed or s.sql.table or "sql", s.sql)
+        return SqlTable(str(path), feed or s.sql.table or "sql", s.sql, password=creds.password)
     if kind == "documents":
-        return DocumentTree(str(path), name, dict(storage_options or {}))
+        return DocumentTree(str(path), name, dict(creds.storage_options))
     if is_remote(path):
         if kind != "delta":
             raise ValueError(f"source kind {kind!r} reads local folders only; from {path} use delta or documents")
-        return RemoteDeltaFeed(str(path), name, dict(storage_options or {}))
+        return RemoteDeltaFeed(str(path), name, dict(creds.storage_options))
     return DeltaFeed(local_path(path), name) if kind == "delta" else FullSnapshot(local_path(path), name, kind)
 
 
 def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None,
-                storage_options: dict[str, Any] | None = None) -> SourcePlan:
+                credentials: SourceCredentials | None = None) -> SourcePlan:
     """Describe what a run will apply, lazily (files are read when their unit is reached)."""
-    return open_source(path, kind, feed, ctx.settings, storage_options).plan(ctx)
+    return open_source(path, kind, feed, ctx.settings, credentials).plan(ctx)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,6 @@ def test_a_secret_block_of_fsspec_options_is_the_only_credential(azurite_server,
         if f.is_file():
             assert AZURITE_KEY.encode() not in f.read_bytes(), f
     texts = asyncio.run(_prefect_texts(prefect_server, str(tmp_path / "ws"), started))
-    assert f"from Prefect block secret/{block}" in texts["logs"]
+    assert f"source credentials from Prefect block secret/{block}" in texts["logs"]
     for k, v in texts.items():
         assert AZURITE_KEY not in v, k

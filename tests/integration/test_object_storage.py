@@ -203,7 +203,7 @@ def test_credentials_from_a_prefect_block_and_nowhere_else(s3_server, prefect_se
         if f.is_file():
             assert S3_SECRET.encode() not in f.read_bytes(), f
     texts = asyncio.run(_prefect_texts(prefect_server, str(tmp_path / "ws"), started))
-    assert f"from Prefect block aws-credentials/{block}" in texts["logs"]
+    assert f"source credentials from Prefect block aws-credentials/{block}" in texts["logs"]
     for k, v in texts.items():
         assert S3_SECRET not in v, k
 

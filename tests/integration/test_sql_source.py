@@ -26,13 +26,13 @@ from indexops.index.snapshot import current_snapshot_id
 from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.keyed import TooManyDeletes
 from indexops.settings import load_settings
-from tests.conftest import REPO
+from tests.conftest import PG_PASSWORD_ROLE, REPO
 from tests.unit._helpers import assert_store_matches_ledger
 from tests.unit.test_sql_table import FEED, SECRET, SourceTable, index_state, ledger_dump, run_sequence, sql_settings
 
 pytestmark = pytest.mark.integration
 
-ROLE = "indexops_sql_reader"
+ROLE = PG_PASSWORD_ROLE  # pg_hba.conf of the test server asks this role for its password
 SEED = 20260412
 N_ROWS, TRIALS = 300, 3
 CONFIG = (
@@ -114,7 +114,8 @@ def test_sigkill_after_some_units_then_a_rerun_equals_an_uninterrupted_load(pg_s
     owner, reader = pg_source
     table = SourceTable(owner, "big", "ts")
     table.put_many([(f"r{N_ROWS - i:03d}", f"r{i}", i // 7) for i in range(N_ROWS)])  # 7 rows a watermark, ids in reverse
-    url = sa.engine.make_url(reader).set(password=None).render_as_string(hide_password=False)
+    u = sa.engine.make_url(reader)
+    url = sa.engine.URL.create(u.drivername, u.username, None, u.host, u.port, u.database).render_as_string(hide_password=False)
     monkeypatch.setenv("INDEXOPS_TEST_SQL_PASSWORD", SECRET)  # sql.password_env: the child reads it too
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(CONFIG)
@@ -157,3 +158,54 @@ def test_sigkill_after_some_units_then_a_rerun_equals_an_uninterrupted_load(pg_s
             ctx.close()
     print(f"\nsql crash trials: reference {span:.2f}s, keys committed at each kill {at_kill}")
     assert any(0 < n < N_ROWS for n in at_kill), f"no kill landed inside a run: {at_kill}"
+
+
+@pytest.mark.e2e
+def test_the_password_from_a_prefect_secret_block_and_nowhere_else(pg_source, prefect_server, tmp_path):
+    """`sql.password_block` names a Secret on the Prefect server; the CLI, with no password in its
+    URL, environment or a .pgpass, is refused by the server without the block (the role must log in
+    with a password: the test server's pg_hba.conf says so) and lands the table with it; the password
+    is in no output, workspace file, parameter, log or artifact."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.integration.test_object_storage import _prefect_texts
+
+    owner, reader = pg_source
+    table = SourceTable(owner, "articles", "ts")
+    table.put_many([("a", "alpha", 1), ("b", "beta", 2), ("c", "gamma", 3)])
+    u = sa.engine.make_url(reader)
+    url = sa.engine.URL.create(u.drivername, u.username, None, u.host, u.port, u.database).render_as_string(hide_password=False)
+    assert SECRET not in url
+    block = f"crm-reader-{uuid.uuid4().hex[:8]}"
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        Secret(value=SECRET).save(block)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PREFECT_API_URL=prefect_server, PGPASSFILE=str(tmp_path / "no-pgpass"))
+    sql = "{table: articles, text_column: body, watermark_column: wm, soft_delete_column: deleted"
+    hashing = (REPO / "configs" / "hashing.yaml").read_text()
+    (tmp_path / "none.yaml").write_text(hashing + f"sql: {sql}}}\n")
+    (tmp_path / "block.yaml").write_text(hashing + f"sql: {sql}, password_block: {block}}}\n")
+    exe = str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops"
+
+    def ingest(config: str, ws: str) -> subprocess.CompletedProcess:
+        return subprocess.run([exe, "ingest", "--feed", url, "--source", "sql", "--workspace", str(tmp_path / ws),
+                               "--config", str(tmp_path / config)], capture_output=True, text=True, env=env, timeout=300)
+
+    refused = ingest("none.yaml", "ws-none")
+    assert refused.returncode != 0 and "password" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
+    started = datetime.now(timezone.utc)
+    p = ingest("block.yaml", "ws")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "listed 3, fetched 3" in p.stdout
+    assert SECRET not in p.stdout + p.stderr
+    for f in (tmp_path / "ws").rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+    texts = asyncio.run(_prefect_texts(prefect_server, str(tmp_path / "ws"), started))
+    assert f"source credentials from Prefect block {block}" in texts["logs"]
+    for k, v in texts.items():
+        assert SECRET not in v, k

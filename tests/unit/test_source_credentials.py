@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from indexops.settings import load_settings
-from tasks.source_credentials import SourceCredentialsError, block_storage_options, remote_storage_options
+from tasks.source_credentials import SourceCredentialsError, block_storage_options, remote_storage_options, source_credentials
 
 pytestmark = pytest.mark.unit
 
@@ -84,6 +84,10 @@ def test_no_block_is_read_for_a_local_path_or_without_the_setting():
     assert remote_storage_options(s, "/data/kb") == {}
     assert remote_storage_options(s, "file:///data/kb") == {}
     assert remote_storage_options(load_settings(), "s3://bucket/kb") == {}
+    both = load_settings(None, {"source": {"credentials_block": "aws-credentials/never-created"},
+                                "sql": {"password_block": "never-created"}})
+    assert source_credentials(both, "./handbook") is None  # a block applies to its kind of location only
+    assert source_credentials(load_settings(), "postgresql+psycopg://app@db/crm") is None
 
 
 @pytest.mark.parametrize("slug", ["exports", "aws-credentials/", "AWS/x", "aws-credentials/a b", "s3://bucket"])

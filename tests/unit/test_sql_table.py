@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from indexops.index.context import open_index
 from indexops.index.snapshot import current_snapshot_id
@@ -312,3 +313,15 @@ def test_a_password_in_the_url_or_the_environment_is_in_no_error_state_or_repr(t
     monkeypatch.setenv("SQL_TEST_PW", "env-" + SECRET)
     assert src._engine_().url.password == "env-" + SECRET
     assert SECRET not in repr(src) and SECRET not in str(src._engine_().url)
+
+    given = SqlTable("postgresql+psycopg://reader@127.0.0.1:1/source", FEED, sql_settings("docs").sql, password="blk-" + SECRET)
+    assert given._engine_().url.password == "blk-" + SECRET and SECRET not in repr(given)
+    with pytest.raises(SqlSourceError) as ei:
+        with given._reading("listing"):
+            raise RuntimeError(f"auth failed for password blk-{SECRET}")  # a driver echoing what it was given
+    assert SECRET not in str(ei.value) and "***" in str(ei.value)
+
+
+def test_one_place_for_the_password():
+    with pytest.raises(ValidationError, match="one of sql.password_env and sql.password_block"):
+        sql_settings("docs", {"password_env": "PW", "password_block": "crm-reader"})
