@@ -8,6 +8,7 @@ blob that replays a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -160,29 +162,42 @@ class S3Server:
         return [m.group(1) for m in pat.finditer(self.log.read_text(errors="replace"))]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """moto in server mode on a free loopback port, started as its own process and always stopped."""
+@contextlib.contextmanager
+def loopback_server(name: str, cmd: list[str], probe: str, log: Path, wait_s: float = 60.0) -> Iterator[None]:
+    """Run `cmd` (its output to `log`) until `probe` answers over HTTP with any status; always stop it."""
+    import urllib.error
     import urllib.request
 
-    log = tmp_path_factory.mktemp("moto") / "requests.log"
-    port = free_port()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out)
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + wait_s
+        while True:
             try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1)
+                urllib.request.urlopen(probe, timeout=1)
                 break
+            except urllib.error.HTTPError:
+                break  # an answer all the same (Azurite refuses an unsigned request)
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"moto server exited: {log.read_text()[-2000:]}")
+                    raise RuntimeError(f"{name} exited: {log.read_text(errors='replace')[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not answer at {probe} within {wait_s:.0f} s")
                 time.sleep(0.1)
-        yield S3Server(url, log)
+        yield
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto in server mode on a free loopback port, started as its own process and always stopped."""
+    log = tmp_path_factory.mktemp("moto") / "requests.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with loopback_server("moto server", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], url + "/moto-api/", log):
+        yield S3Server(url, log)
 
 
 @pytest.fixture
@@ -217,34 +232,15 @@ class AzuriteServer:
 @pytest.fixture(scope="session")
 def azurite_server(tmp_path_factory):
     """Azurite (npm; `make install` puts it in .venv/node) on a free loopback port, always stopped."""
-    import urllib.error
-    import urllib.request
-
     exe = AZURITE_BIN if AZURITE_BIN.exists() else shutil.which("azurite-blob")
     if exe is None:
         pytest.skip("Azurite not installed (`make install` installs it with npm)")
     base = tmp_path_factory.mktemp("azurite")
-    log = base / "access.log"
     port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(base / "data"),
-                                 "--skipApiVersionCheck", "--loose"], stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/devstoreaccount1?comp=list", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers (unsigned requests are refused): up
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"azurite exited: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
-        yield AzuriteServer(url, log)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    cmd = [str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(base / "data"), "--skipApiVersionCheck", "--loose"]
+    with loopback_server("azurite", cmd, url + "/devstoreaccount1?comp=list", base / "access.log"):
+        yield AzuriteServer(url, base / "access.log")
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import pytest
 
 from indexops.ledger import Ledger
 from tests.conftest import _PREFECT_HOME, REPO, write_jsonl
+from tests.run_traces import prefect_texts
 from tests.webhook_receiver import Receiver
 
 HOSTILE = REPO / "tests" / "data" / "hostile"
@@ -216,7 +217,7 @@ def test_secrets_in_the_environment_reach_neither_workspace_nor_output_nor_prefe
     db = sqlite3.connect(scenario["ws"] / "ledger.db")
     texts["ledger.db dump"] = "\n".join(db.iterdump())
     db.close()
-    texts.update(asyncio.run(_prefect_texts(str(scenario["ws"]), scenario["started"])))
+    texts.update(asyncio.run(prefect_texts(str(scenario["ws"]), scenario["started"], runs=2)))
     assert any(k.startswith("flow run") for k in texts) and any(k.startswith("logs") for k in texts)
     assert any(k.startswith("artifact") for k in texts)
     _ok(scenario["procs"]["alerts setup"])
@@ -275,39 +276,3 @@ def _prefect_alert_objects() -> dict[str, str]:
     assert autos and blocks
     return {"automations": json.dumps([a.model_dump(mode="json") for a in autos]),
             "notification blocks": json.dumps([b.model_dump(mode="json") for b in blocks])}
-
-
-async def _prefect_texts(workspace: str, started) -> dict[str, str]:
-    """Flow runs of this workspace (parameters, states), their logs and their artifacts."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterStartTime
-
-    out: dict[str, str] = {}
-    async with get_client() as c:
-        recent = await c.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)), limit=200)
-        runs = [r for r in recent if r.parameters.get("workspace") == workspace]
-        assert len(runs) == 2, [r.name for r in runs]
-        ids = [r.id for r in runs]
-        for r in runs:
-            out[f"flow run {r.name}"] = r.model_dump_json()
-        for _ in range(40):  # run logs are shipped in batches: give the last ones a moment
-            logs = await _all_logs(c, ids)
-            if {l.flow_run_id for l in logs} == set(ids):
-                break
-            await asyncio.sleep(0.25)
-        out["logs"] = "\n".join(l.model_dump_json() for l in logs)
-        arts = await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
-        for a in arts:
-            out[f"artifact {a.key or a.id}"] = a.model_dump_json()
-    return out
-
-
-async def _all_logs(client, ids) -> list:
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    logs: list = []
-    while True:  # the API returns a page at a time
-        page = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200, offset=len(logs))
-        logs += page
-        if len(page) < 200:
-            return logs

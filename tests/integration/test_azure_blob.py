@@ -7,7 +7,6 @@ are counted from Azurite's access log."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 
 from indexops.ingest.driver import IngestFailed, ingest_path
 from tests.conftest import AZURITE_KEY, REPO
-from tests.integration.test_object_storage import _prefect_texts
+from tests.run_traces import INDEXOPS, assert_secret_left_nowhere
 from tests.unit._helpers import assert_store_matches_ledger, doc_ids_in_store, settings_for
 
 pytestmark = pytest.mark.integration
@@ -113,17 +112,10 @@ def test_a_secret_block_of_fsspec_options_is_the_only_credential(azurite_server,
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
     env["PREFECT_API_URL"] = prefect_server
     (tmp_path / "block.yaml").write_text((REPO / "configs" / "hashing.yaml").read_text() + f"source: {{credentials_block: secret/{block}}}\n")
-    exe = str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops"
     started = datetime.now(timezone.utc)
-    p = subprocess.run([exe, "ingest", "--feed", f"az://{c}/kb", "--source", "documents", "--workspace", str(tmp_path / "ws"),
+    p = subprocess.run([INDEXOPS, "ingest", "--feed", f"az://{c}/kb", "--source", "documents", "--workspace", str(tmp_path / "ws"),
                         "--config", str(tmp_path / "block.yaml")], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "listed 2, fetched 2" in p.stdout
-    assert AZURITE_KEY not in p.stdout + p.stderr
-    for f in (tmp_path / "ws").rglob("*"):
-        if f.is_file():
-            assert AZURITE_KEY.encode() not in f.read_bytes(), f
-    texts = asyncio.run(_prefect_texts(prefect_server, str(tmp_path / "ws"), started))
+    texts = assert_secret_left_nowhere(AZURITE_KEY, p, tmp_path / "ws", started, prefect_server)
     assert f"source credentials from Prefect block secret/{block}" in texts["logs"]
-    for k, v in texts.items():
-        assert AZURITE_KEY not in v, k

@@ -7,7 +7,6 @@ request log, embedded texts at the embedder."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.keyed import TooManyDeletes
 from tests.conftest import REPO, S3_SECRET
+from tests.run_traces import INDEXOPS, assert_secret_left_nowhere
 from tests.unit._helpers import assert_store_matches_ledger, doc_ids_in_store, settings_for
 from tests.unit.test_embedded_once import CountingEmbedder
 
@@ -144,20 +144,13 @@ def test_cli_from_a_bucket_keeps_credentials_out(s3, prefect_server, tmp_path):
     ws = tmp_path / "ws"
     started = datetime.now(timezone.utc)
     env = dict(os.environ, **s3.env, PREFECT_API_URL=prefect_server)
-    cmd = [str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops",
-           "ingest", "--feed", f"s3://{bucket}/kb", "--source", "documents", "--workspace", str(ws),
+    cmd = [INDEXOPS, "ingest", "--feed", f"s3://{bucket}/kb", "--source", "documents", "--workspace", str(ws),
            "--config", str(REPO / "configs" / "hashing.yaml")]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "listed 2, fetched 2" in p.stdout
-    assert S3_SECRET not in p.stdout + p.stderr
-    for f in ws.rglob("*"):
-        if f.is_file():
-            assert S3_SECRET.encode() not in f.read_bytes(), f
-    texts = asyncio.run(_prefect_texts(prefect_server, str(ws), started))
+    texts = assert_secret_left_nowhere(S3_SECRET, p, ws, started, prefect_server)
     assert any(k.startswith("artifact") and "listed" in v for k, v in texts.items())
-    for k, v in texts.items():
-        assert S3_SECRET not in v, k
 
 
 @pytest.mark.e2e
@@ -180,13 +173,12 @@ def test_credentials_from_a_prefect_block_and_nowhere_else(s3_server, prefect_se
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(PREFECT_API_URL=prefect_server, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
                AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
-    exe = str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops"
     hashing = (REPO / "configs" / "hashing.yaml").read_text()
     (tmp_path / "env.yaml").write_text(hashing + f"source: {{storage_options: {{endpoint_url: '{s3_server.url}'}}}}\n")
     (tmp_path / "block.yaml").write_text(hashing + f"source: {{credentials_block: aws-credentials/{block}}}\n")
 
     def ingest(config: str, ws: str) -> subprocess.CompletedProcess:
-        return subprocess.run([exe, "ingest", "--feed", f"s3://{bucket}/kb", "--source", "documents", "--workspace", str(tmp_path / ws),
+        return subprocess.run([INDEXOPS, "ingest", "--feed", f"s3://{bucket}/kb", "--source", "documents", "--workspace", str(tmp_path / ws),
                                "--config", str(tmp_path / config)], capture_output=True, text=True, env=env, timeout=300)
 
     without = ingest("env.yaml", "ws-env")  # the same bucket and endpoint, credentials left to the environment: there are none
@@ -198,40 +190,8 @@ def test_credentials_from_a_prefect_block_and_nowhere_else(s3_server, prefect_se
     p = ingest("block.yaml", "ws")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "listed 2, fetched 2" in p.stdout
-    assert S3_SECRET not in p.stdout + p.stderr
-    for f in (tmp_path / "ws").rglob("*"):
-        if f.is_file():
-            assert S3_SECRET.encode() not in f.read_bytes(), f
-    texts = asyncio.run(_prefect_texts(prefect_server, str(tmp_path / "ws"), started))
+    texts = assert_secret_left_nowhere(S3_SECRET, p, tmp_path / "ws", started, prefect_server)
     assert f"source credentials from Prefect block aws-credentials/{block}" in texts["logs"]
-    for k, v in texts.items():
-        assert S3_SECRET not in v, k
-
-
-async def _prefect_texts(api: str, workspace: str, started: datetime) -> dict[str, str]:
-    """The flow run of this workspace (started after `started`, on the session's server), its logs and artifacts."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterStartTime,
-                                                LogFilter, LogFilterFlowRunId)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    out: dict[str, str] = {}
-    with temporary_settings({PREFECT_API_URL: api}):
-        async with get_client() as c:
-            recent = await c.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)), limit=200)
-            runs = [r for r in recent if r.parameters.get("workspace") == workspace]
-            assert len(runs) == 1
-            ids = [r.id for r in runs]
-            out["flow run"] = runs[0].model_dump_json()
-            for _ in range(40):  # logs are shipped in batches
-                logs = await c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)), limit=200)
-                if logs:
-                    break
-                await asyncio.sleep(0.25)
-            out["logs"] = "\n".join(entry.model_dump_json() for entry in logs)
-            for a in await c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))):
-                out[f"artifact {a.key}"] = a.model_dump_json()
-    return out
 
 
 def test_a_mistyped_prefix_fails_instead_of_listing_nothing(s3, make_ctx):

@@ -166,13 +166,12 @@ def test_the_password_from_a_prefect_secret_block_and_nowhere_else(pg_source, pr
     URL, environment or a .pgpass, is refused by the server without the block (the role must log in
     with a password: the test server's pg_hba.conf says so) and lands the table with it; the password
     is in no output, workspace file, parameter, log or artifact."""
-    import asyncio
     from datetime import datetime, timezone
 
     from prefect.blocks.system import Secret
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tests.integration.test_object_storage import _prefect_texts
+    from tests.run_traces import INDEXOPS, assert_secret_left_nowhere
 
     owner, reader = pg_source
     table = SourceTable(owner, "articles", "ts")
@@ -189,10 +188,9 @@ def test_the_password_from_a_prefect_secret_block_and_nowhere_else(pg_source, pr
     hashing = (REPO / "configs" / "hashing.yaml").read_text()
     (tmp_path / "none.yaml").write_text(hashing + f"sql: {sql}}}\n")
     (tmp_path / "block.yaml").write_text(hashing + f"sql: {sql}, password_block: {block}}}\n")
-    exe = str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops"
 
     def ingest(config: str, ws: str) -> subprocess.CompletedProcess:
-        return subprocess.run([exe, "ingest", "--feed", url, "--source", "sql", "--workspace", str(tmp_path / ws),
+        return subprocess.run([INDEXOPS, "ingest", "--feed", url, "--source", "sql", "--workspace", str(tmp_path / ws),
                                "--config", str(tmp_path / config)], capture_output=True, text=True, env=env, timeout=300)
 
     refused = ingest("none.yaml", "ws-none")
@@ -201,11 +199,5 @@ def test_the_password_from_a_prefect_secret_block_and_nowhere_else(pg_source, pr
     p = ingest("block.yaml", "ws")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "listed 3, fetched 3" in p.stdout
-    assert SECRET not in p.stdout + p.stderr
-    for f in (tmp_path / "ws").rglob("*"):
-        if f.is_file():
-            assert SECRET.encode() not in f.read_bytes(), f
-    texts = asyncio.run(_prefect_texts(prefect_server, str(tmp_path / "ws"), started))
+    texts = assert_secret_left_nowhere(SECRET, p, tmp_path / "ws", started, prefect_server)
     assert f"source credentials from Prefect block {block}" in texts["logs"]
-    for k, v in texts.items():
-        assert SECRET not in v, k
