@@ -14,7 +14,9 @@ from pathlib import PurePosixPath
 
 DOCUMENT_SUFFIXES = (".md", ".markdown", ".html", ".htm", ".txt", ".pdf", ".docx")
 _REASON_MAX = 200
-_DOCX_MAX_EXPANDED = 512 * 1024 * 1024  # a .docx is a zip: its parts may not inflate past this
+# a .docx is a zip read whole into memory, and its XML parsed by lxml at several times its size
+_DOCX_MAX_EXPANDED = 256 * 1024 * 1024
+_DOCX_MAX_XML_PART = 64 * 1024 * 1024
 _HTML_DROP = ["script", "style", "nav", "header", "footer", "aside", "noscript", "template"]
 _HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _HTML_BLOCKS = frozenset(
@@ -233,42 +235,67 @@ def _docx_heading_level(style_name: str) -> int | None:
 
 
 def _parse_docx(data: bytes, stem: str) -> ParsedDocument:
-    """Word's paragraphs and tables in body order; its Heading styles are the sections, the Title
-    style (or the document property) the title."""
+    """Word's paragraphs and tables in body order (a table's rows as `a | b` lines, a table nested
+    in a cell after its row); its Heading styles are the sections, the Title style (or the document
+    property) the title. Anything python-docx or the zip cannot read is a `DocumentUnreadable`."""
     import zipfile
 
     from docx import Document
-    from docx.table import Table
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            expanded = sum(i.file_size for i in z.infolist())
+            parts = z.infolist()
+        expanded = sum(i.file_size for i in parts)
         if expanded > _DOCX_MAX_EXPANDED:
             raise DocumentUnreadable(f"DOCX expands to {expanded} bytes, more than {_DOCX_MAX_EXPANDED}")
+        big = next((i for i in parts if i.filename.endswith(".xml") and i.file_size > _DOCX_MAX_XML_PART), None)
+        if big is not None:
+            raise DocumentUnreadable(f"DOCX part {big.filename} is {big.file_size} bytes of XML, more than {_DOCX_MAX_XML_PART}")
         doc = Document(io.BytesIO(data))
-        blocks = list(doc.iter_inner_content())
+        walk = _DocxWalk()
+        walk.blocks(doc.iter_inner_content())  # python-docx checks a table's structure only as it is walked
         prop_title = _squash(doc.core_properties.title or "")
     except DocumentUnreadable:
         raise
-    except Exception as e:  # not a zip, no word/document.xml, broken XML: python-docx and zipfile raise their own
+    except Exception as e:  # not a zip, no word/document.xml, broken XML, an impossible table: python-docx and zipfile raise their own
         msg = _squash(str(e))
         raise DocumentUnreadable(f"DOCX cannot be parsed: {type(e).__name__}{': ' + msg if msg else ''}"[:_REASON_MAX]) from None
-    b, title = _Builder(), None
-    for block in blocks:
-        if isinstance(block, Table):
-            for row in block.rows:
-                cells = list(dict.fromkeys(_squash(c.text) for c in row.cells))  # a merged cell repeats in each column it spans
-                b.para(" | ".join(c for c in cells if c))
-            continue
-        words, style = block.text, block.style.name if block.style is not None else ""
-        level = _docx_heading_level(style)
-        if style == "Title" and title is None and _squash(words):
-            title = _squash(words)
-        elif level is not None and _squash(words):
-            b.heading(level, _squash(words))
-        else:
-            b.para(words)
-    return b.done(prop_title or title or stem)
+    return walk.b.done(prop_title or walk.title or stem)
+
+
+class _DocxWalk:
+    """Collects a Word body into a `_Builder`, remembering the first Title-styled paragraph."""
+
+    def __init__(self) -> None:
+        self.b, self.title = _Builder(), None
+
+    def blocks(self, items) -> None:
+        from docx.table import Table
+
+        for block in items:
+            if isinstance(block, Table):
+                self.table(block)
+                continue
+            words = _squash(block.text)
+            style = block.style.name if block.style is not None else ""
+            level = _docx_heading_level(style)
+            if style == "Title" and self.title is None and words:
+                self.title = words
+            elif level is not None and words:
+                self.b.heading(level, words)
+            else:
+                self.b.para(block.text)
+
+    def table(self, table) -> None:
+        for row in table.rows:
+            cells: list = []
+            for c in row.cells:  # a cell merged across columns is listed once per column, as the same object
+                if not any(c is k for k in cells):
+                    cells.append(c)
+            self.b.para(" | ".join(t for t in (_squash(c.text) for c in cells) if t))
+            for c in cells:
+                for inner in c.tables:
+                    self.table(inner)
 
 
 def parse_document(name: str, data: bytes) -> ParsedDocument:

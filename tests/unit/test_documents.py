@@ -245,6 +245,45 @@ def test_docx_title_style_headings_and_tables_in_body_order():
                             (["Travel"], "Economy unde")]
 
 
+def _cells_table(d) -> None:
+    t = d.add_table(rows=3, cols=3)
+    merged = t.cell(0, 0).merge(t.cell(0, 1))
+    merged.text = "Plan"
+    t.cell(0, 2).text = "Price"
+    for col, word in enumerate(["Yes", "Yes", "No"]):
+        t.cell(1, col).text = word
+    t.cell(2, 0).text = "Notes"
+    inner = t.cell(2, 1).add_table(rows=1, cols=2)
+    inner.cell(0, 0).text, inner.cell(0, 1).text = "inner", "cell"
+
+
+def test_docx_table_cells_keep_equal_texts_merged_cells_once_and_nested_tables():
+    doc = parse_document("t.docx", _docx(_cells_table))
+    assert doc.text == "Plan | Price\n\nYes | Yes | No\n\nNotes\n\ninner | cell"
+
+
+def test_a_docx_whose_table_python_docx_rejects_is_unreadable_not_a_crash():
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    def build(d):
+        d.add_paragraph("Before the table.")
+        t = d.add_table(rows=2, cols=1)
+        t.cell(0, 0).text = "top"
+        vmerge = OxmlElement("w:vMerge")  # "continues the cell above" on the first row: there is none
+        t.cell(0, 0)._tc.get_or_add_tcPr().append(vmerge)
+        assert vmerge.get(qn("w:val")) is None
+
+    assert _unreadable("bad-table.docx", _docx(build)).startswith("DOCX cannot be parsed: ValueError")
+
+
+def test_a_docx_with_an_oversized_xml_part_is_refused_unread(monkeypatch):
+    import indexops.ingest.documents as documents
+
+    monkeypatch.setattr(documents, "_DOCX_MAX_XML_PART", 500)
+    assert _unreadable("big.docx", _docx(_handbook)).startswith("DOCX part ")  # the first part over the bound, whichever
+
+
 def test_docx_title_property_wins_and_the_stem_is_the_last_resort():
     assert parse_document("a.docx", _docx(_handbook, title="HR Handbook 2026")).title == "HR Handbook 2026"
     assert parse_document("notes/minutes.DOCX", _docx(lambda d: d.add_paragraph("Met at ten."))).title == "minutes"
