@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+AZURITE := $(VENV)/node/node_modules/.bin/azurite-blob
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -15,7 +16,7 @@ PREFECT_PORT ?= 4200
 
 .PHONY: install config test test-deep test-unit test-flows test-integration test-e2e demo server deploy serve alerts bench bench-quick clean
 
-install: $(STAMP)
+install: $(STAMP) $(AZURITE)
 
 # torch first: the CPU wheel pinned here; a bare `torch` would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -23,10 +24,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
-	# Azurite, Microsoft's Azure Storage emulator, for the az:// source tests (npm is the only place it ships)
-	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/node azurite@3.35.0; \
-	else echo "npm not found: the az:// tests (Azurite) will skip (they fail under CI=true)"; fi
 	touch $(STAMP)
+
+# Azurite, Microsoft's Azure Storage emulator, for the az:// source tests (it ships only on npm).
+# Without npm nothing is made, so the next `make` tries again; the tests skip (and fail under CI=true).
+$(AZURITE):
+	if command -v npm >/dev/null; then npm install --loglevel=error --no-audit --no-fund --prefix $(VENV)/node azurite@3.35.0; \
+	else echo "npm not found: the az:// tests need Azurite (apt-get install npm, or Node.js from nodejs.org)"; fi
 
 # configs/default.yaml from the settings models (tests/unit/test_settings.py fails when it is stale).
 config: install

@@ -92,7 +92,7 @@ def _aws_options(block: Any, slug: str) -> dict[str, Any]:
 
 
 def _client_options(block: Any, default_region: str | None = None) -> dict[str, Any]:
-    """A prefect-aws block's region and client parameters (endpoint, TLS check) as s3fs options."""
+    """A prefect-aws block's region and client parameters (endpoint, TLS, botocore config) as s3fs options."""
     opts: dict[str, Any] = {}
     client_kwargs: dict[str, Any] = {}
     region = block.region_name or default_region
@@ -101,10 +101,17 @@ def _client_options(block: Any, default_region: str | None = None) -> dict[str, 
     params = block.aws_client_parameters
     if params.endpoint_url:
         opts["endpoint_url"] = params.endpoint_url
-    if params.verify is False:
+    if params.use_ssl is False:
+        opts["use_ssl"] = False
+    if params.config:  # botocore Config: addressing style, retries, signature version
+        opts["config_kwargs"] = dict(params.config)
+    if params.api_version:
+        client_kwargs["api_version"] = params.api_version
+    verify = params.verify_cert_path or params.verify  # as prefect-aws reads them: a CA bundle path wins
+    if verify is False:
         client_kwargs["verify"] = False
-    elif params.verify_cert_path:
-        client_kwargs["verify"] = str(params.verify_cert_path)
+    elif verify not in (None, True):
+        client_kwargs["verify"] = str(verify)
     if client_kwargs:
         opts["client_kwargs"] = client_kwargs
     return opts
@@ -117,7 +124,7 @@ def _secret_options(block: Any, slug: str) -> dict[str, Any]:
             value = json.loads(value)
         except ValueError:
             value = None
-    if not isinstance(value, dict):
-        raise SourceCredentialsError(f"the secret block {slug!r} must hold a JSON object of fsspec options "
+    if not isinstance(value, dict) or not value:
+        raise SourceCredentialsError(f"the secret block {slug!r} must hold a non-empty JSON object of fsspec options "
                                      '(e.g. {"key": ..., "secret": ...} for s3://)')
     return value

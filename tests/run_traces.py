@@ -1,5 +1,5 @@
 """What a CLI run leaves behind where a secret must not be: its output, the workspace's files, and on
-the Prefect server its flow runs (parameters, states), their logs and their artifacts."""
+the Prefect server its flow runs (parameters, states), their task runs, logs and artifacts."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ async def prefect_texts(workspace: str, started: datetime, runs: int = 1, api: s
     """The `runs` flow runs of `workspace` started after `started` (on `api`, else the configured
     server), as JSON, with their logs (all pages, once every run has shipped some) and artifacts."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterStartTime
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId,
+                                                FlowRunFilterStartTime)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     out: dict[str, str] = {}
@@ -29,6 +30,8 @@ async def prefect_texts(workspace: str, started: datetime, runs: int = 1, api: s
             ids = [r.id for r in found]
             for r in found:
                 out[f"flow run {r.name}"] = r.model_dump_json()
+            for t in await c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200):
+                out[f"task run {t.name}"] = t.model_dump_json()  # a failed task's state message carries its exception
             for _ in range(40):  # run logs are shipped in batches: give the last ones a moment
                 logs = await _all_logs(c, ids)
                 if {entry.flow_run_id for entry in logs} == set(ids):
@@ -53,8 +56,8 @@ async def _all_logs(client, ids) -> list:
 
 def assert_secret_left_nowhere(secret: str, proc: subprocess.CompletedProcess, workspace: Path, started: datetime,
                                api: str) -> dict[str, str]:
-    """`secret` is in neither the run's output, nor any byte of its workspace, nor its flow run, logs
-    or artifacts; returns those Prefect texts for the caller's own checks."""
+    """`secret` is in neither the run's output, nor any byte of its workspace, nor its flow run, task
+    runs, logs or artifacts; returns those Prefect texts for the caller's own checks."""
     assert secret not in proc.stdout + proc.stderr
     for f in workspace.rglob("*"):
         if f.is_file():

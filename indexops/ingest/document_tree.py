@@ -15,7 +15,7 @@ from indexops.index.context import IndexContext
 from indexops.ingest.chunking import SECTION_STARTS
 from indexops.ingest.documents import DocumentUnreadable, parse_document
 from indexops.ingest.keyed import Fetched, Listed, ListsKeys, Listing
-from indexops.ingest.storage import RemoteDir, RemoteFile, is_remote, local_path
+from indexops.ingest.storage import RemoteDir, RemoteFile, is_remote, local_path, merge_storage_options
 from indexops.models import Quarantined, SourceRecord
 
 
@@ -33,7 +33,7 @@ class DocumentTree(ListsKeys):
     def list_keys(self, ctx: IndexContext) -> Listing:
         suffixes = tuple(s.lower() for s in ctx.settings.documents.suffixes)
         if is_remote(self.root):
-            self._remote = RemoteDir(self.root, {**ctx.settings.source.storage_options, **self.storage_options})
+            self._remote = RemoteDir(self.root, merge_storage_options(ctx.settings.source.storage_options, self.storage_options))
             self._listed = {f.rel: f for f in self._remote.files(recursive=True) if _wanted(f.rel, suffixes)}
             return Listing([Listed(k, f.fingerprint, f.size) for k, f in self._listed.items()])
         root = local_path(self.root)

@@ -12,7 +12,7 @@ from typing import Any
 
 from indexops.index.context import IndexContext
 from indexops.ingest.readers import FeedFileError, is_batch_name, parse_batch_bytes
-from indexops.ingest.storage import RemoteDir, RemoteFile
+from indexops.ingest.storage import RemoteDir, RemoteFile, merge_storage_options
 from indexops.ingest.units import SourcePlan, WorkUnit
 from indexops.ledger import AppliedFile
 from indexops.models import Quarantined
@@ -29,7 +29,7 @@ class RemoteDeltaFeed:
 
     def plan(self, ctx: IndexContext) -> SourcePlan:
         name = self.feed
-        where = RemoteDir(self.url, {**ctx.settings.source.storage_options, **self.storage_options})
+        where = RemoteDir(self.url, merge_storage_options(ctx.settings.source.storage_options, self.storage_options))
         applied = ctx.ledger.applied_file_records(name)
         cur = ctx.ledger.cursor(name)
         pending: list[RemoteFile] = []

@@ -60,6 +60,19 @@ def local_path(path: str | Path) -> Path:
     return Path(unquote(parts.path))
 
 
+_NESTED_OPTIONS = ("client_kwargs", "config_kwargs")
+
+
+def merge_storage_options(config: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """The config's fsspec options with the caller's over them (a credentials block's); the nested
+    client and botocore options are merged key by key, so a block's region keeps the config's CA."""
+    out = {**config, **given}
+    for k in _NESTED_OPTIONS:
+        if isinstance(config.get(k), dict) and isinstance(given.get(k), dict):
+            out[k] = {**config[k], **given[k]}
+    return out
+
+
 def url_basename(url: str) -> str:
     """The last path segment of a URL (`s3://bucket/exports/help/` -> `help`), else its host."""
     parts = urlsplit(url)
@@ -113,7 +126,7 @@ class RemoteDir:
         Raises:
             FileNotFoundError: the root does not exist (an empty prefix of a bucket lists nothing).
         """
-        self.fs.invalidate_cache(self.root)  # fsspec reuses filesystems and their listings within a process
+        self.fs.invalidate_cache(self.root)  # a listing cached by an earlier call on this filesystem is stale
         if recursive:
             found = self.fs.find(self.root, detail=True)
         else:

@@ -4,6 +4,7 @@ its unit is reached)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,13 @@ def open_source(path: str | Path, kind: SourceKind, feed: str | None = None, set
 def plan_source(ctx: IndexContext, path: str | Path, kind: SourceKind, feed: str | None = None,
                 credentials: SourceCredentials | None = None) -> SourcePlan:
     """Describe what a run will apply, lazily (files are read when their unit is reached)."""
-    return open_source(path, kind, feed, ctx.settings, credentials).plan(ctx)
+    s = ctx.settings
+    block = s.source.credentials_block if is_remote(path) else s.sql.password_block if is_sql_url(path) else None
+    if credentials is None and block:
+        logging.getLogger(__name__).warning(
+            "the config names Prefect block %s, which the flows read (indexops ingest, the deployments); "
+            "this direct call uses the environment's credentials", block)
+    return open_source(path, kind, feed, s, credentials).plan(ctx)
 
 
 @dataclass(frozen=True)

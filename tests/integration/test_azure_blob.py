@@ -83,9 +83,11 @@ def test_a_delta_feed_in_a_container_applies_each_file_once(azurite, make_ctx):
 
 def test_a_wrong_account_key_fails_the_run_without_showing_a_key(azurite, make_ctx, monkeypatch):
     """Also: the key is read from the environment each run (fsspec's instance cache would keep the
-    first filesystem, and the key it was made with, for the life of the process)."""
+    first filesystem, and the key it was made with, for the life of the process): a run with the
+    right key comes first, in this process."""
     fs, c = _container(azurite.connection_string)
     fs.pipe(f"{c}/handbook/a.md", b"# A\n\nA page.")
+    ingest_path(make_ctx(settings_for()), f"az://{c}/handbook", "documents")
     wrong = "V3Jvbmcta2V5LWZvci1henVyaXRlLXRlc3RzLTAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA="
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite.connection_string.replace(AZURITE_KEY, wrong))
     ctx = make_ctx(settings_for())

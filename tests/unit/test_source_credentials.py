@@ -35,6 +35,18 @@ def test_aws_credentials_keys_region_and_endpoint_become_s3fs_options(no_aws_env
         "client_kwargs": {"region_name": "eu-west-1", "verify": False}}
 
 
+def test_aws_client_parameters_tls_bundle_botocore_config_and_plain_http(no_aws_env):
+    from prefect_aws import AwsCredentials
+
+    ca = no_aws_env / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    block = AwsCredentials(aws_access_key_id="AKIAEXAMPLE", aws_secret_access_key="s3cr3t", aws_client_parameters={
+        "verify": ca, "use_ssl": False, "api_version": "2006-03-01", "config": {"s3": {"addressing_style": "path"}}})
+    assert block_storage_options(block, "aws-credentials/ceph") == {
+        "key": "AKIAEXAMPLE", "secret": "s3cr3t", "use_ssl": False, "config_kwargs": {"s3": {"addressing_style": "path"}},
+        "client_kwargs": {"api_version": "2006-03-01", "verify": str(ca)}}
+
+
 def test_aws_credentials_naming_a_profile_resolve_through_boto3(no_aws_env):
     from prefect_aws import AwsCredentials
 
@@ -57,6 +69,8 @@ def test_a_secret_holding_a_json_object_is_taken_as_fsspec_options_for_any_store
     gcs = {"token": {"type": "service_account", "private_key": "-----BEGIN..."}, "project": "kb"}
     assert block_storage_options(Secret(value=json.dumps(gcs)), "secret/gcs") == gcs
     assert block_storage_options(Secret(value={"connection_string": "AccountKey=abc"}), "secret/az") == {"connection_string": "AccountKey=abc"}
+    with pytest.raises(SourceCredentialsError, match="secret/empty.*non-empty JSON object"):
+        block_storage_options(Secret(value={}), "secret/empty")  # not a silent fall-back to the environment
     with pytest.raises(SourceCredentialsError, match="secret/plain.*JSON object") as e:
         block_storage_options(Secret(value="just-a-password"), "secret/plain")
     assert "just-a-password" not in str(e.value)

@@ -23,6 +23,8 @@ from indexops.index.snapshot import current_snapshot_id
 from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.keyed import TooManyDeletes
 from indexops.ingest.sql_table import SqlSourceError, SqlTable
+from indexops.ingest.storage import SourceCredentials
+from indexops.ingest.units import plan_source
 from tests.unit._helpers import assert_store_matches_ledger, doc_ids_in_store, settings_for
 
 pytestmark = pytest.mark.unit
@@ -325,3 +327,22 @@ def test_a_password_in_the_url_or_the_environment_is_in_no_error_state_or_repr(t
 def test_one_place_for_the_password():
     with pytest.raises(ValidationError, match="one of sql.password_env and sql.password_block"):
         sql_settings("docs", {"password_env": "PW", "password_block": "crm-reader"})
+
+
+def test_a_direct_run_says_the_configured_password_block_is_not_read(tmp_path, caplog):
+    """Only the flows read Prefect blocks; the core driver run directly says so instead of staying silent."""
+    engine, url = _sqlite(tmp_path)
+    SourceTable(engine, "docs", "int").put_many([("a", "a1", 1)])
+    ctx = open_index(tmp_path / "ws", sql_settings("docs", {"password_block": "crm-reader"}))
+    try:
+        with caplog.at_level("WARNING", logger="indexops.ingest.units"):
+            ingest_path(ctx, url, "sql", feed=FEED)
+        assert any("Prefect block crm-reader" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="indexops.ingest.units"):
+            plan = plan_source(ctx, url, "sql", FEED, SourceCredentials())  # SQLite takes no password
+            list(plan.units)
+        assert not caplog.records  # credentials given: nothing to say
+    finally:
+        ctx.close()
+    engine.dispose()

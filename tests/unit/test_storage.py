@@ -11,7 +11,7 @@ import pytest
 
 from indexops.ingest.driver import ingest_path
 from indexops.ingest.sources import detect_kind, feed_name
-from indexops.ingest.storage import RemoteDir, has_password, is_remote, is_sql_url, local_path, url_scheme
+from indexops.ingest.storage import RemoteDir, has_password, is_remote, is_sql_url, local_path, merge_storage_options, url_scheme
 from indexops.settings import load_settings, mask_url_password
 from tests.unit._helpers import doc_ids_in_store
 
@@ -65,6 +65,16 @@ def test_storage_options_refuse_credentials(options):
 def test_storage_options_without_credentials_are_kept():
     ok = {"endpoint_url": "http://minio:9000", "client_kwargs": {"region_name": "eu-west-1"}}
     assert load_settings(overrides={"source": {"storage_options": ok}}).source.storage_options == ok
+
+
+def test_a_blocks_options_go_over_the_configs_and_nested_ones_merge_key_by_key():
+    config = {"endpoint_url": "http://minio:9000", "client_kwargs": {"verify": "/etc/ca.pem", "region_name": "us-east-1"},
+              "config_kwargs": {"s3": {"addressing_style": "path"}}}
+    block = {"key": "k", "secret": "s", "client_kwargs": {"region_name": "eu-west-1"}}
+    assert merge_storage_options(config, block) == {
+        "endpoint_url": "http://minio:9000", "key": "k", "secret": "s",
+        "client_kwargs": {"verify": "/etc/ca.pem", "region_name": "eu-west-1"}, "config_kwargs": {"s3": {"addressing_style": "path"}}}
+    assert merge_storage_options(config, {}) == config and merge_storage_options({}, block) == block
 
 
 @pytest.mark.parametrize("url,masked", [
