@@ -146,3 +146,18 @@ def test_word_files_land_with_their_sections_and_a_renamed_file_is_quarantined(m
     bad = ctx.ledger.list_quarantine("policies", None)
     assert [(q["file"], q["reason"].split(": ")[:2]) for q in bad] == [("old.docx", ["unreadable document", "DOCX cannot be parsed"])]
     assert_store_matches_ledger(ctx)
+
+
+def test_an_indexed_file_that_turns_unreadable_leaves_the_index_and_is_quarantined(make_ctx, tree):
+    """As a fresh load of the tree as it is now would have it: the file is not a document any more."""
+    ctx = make_ctx(settings_for(SMALL))
+    ingest_path(ctx, tree, "documents")
+    assert "pricing.html" in doc_ids_in_store(ctx)
+    (tree / "pricing.html").write_bytes(b"\x00\x01binary now" * 50)
+    summary = ingest_path(ctx, tree, "documents")
+    assert summary["keys"]["unreadable"] == 1
+    assert doc_ids_in_store(ctx) == {"eng/release.md", "policy.pdf", "untitled.pdf"}
+    assert "pricing.html" not in ctx.ledger.active_doc_ids("handbook")
+    bad = [q for q in ctx.ledger.list_quarantine("handbook", None) if q["file"] == "pricing.html"]
+    assert len(bad) == 1 and "binary" in bad[0]["reason"]
+    assert_store_matches_ledger(ctx)
