@@ -13,6 +13,12 @@ from tests.conftest import REPO
 INDEXOPS = str(REPO / ".venv" / "bin" / "indexops") if (REPO / ".venv" / "bin" / "indexops").exists() else "indexops"
 
 
+def cli_ingest(feed: str, source: str, workspace: Path, config: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`indexops ingest` in a subprocess with exactly `env` (what a credentials test leaves out of it)."""
+    return subprocess.run([INDEXOPS, "ingest", "--feed", feed, "--source", source, "--workspace", str(workspace),
+                           "--config", str(config)], capture_output=True, text=True, env=env, timeout=300)
+
+
 async def prefect_texts(workspace: str, started: datetime, runs: int = 1, api: str | None = None) -> dict[str, str]:
     """The `runs` flow runs of `workspace` started after `started` (on `api`, else the configured
     server), as JSON, with their logs (all pages, once every run has shipped some) and artifacts."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 from datetime import datetime, timezone
 
@@ -17,7 +16,7 @@ import pytest
 
 from indexops.ingest.driver import IngestFailed, ingest_path
 from tests.conftest import AZURITE_KEY, REPO
-from tests.run_traces import INDEXOPS, assert_secret_left_nowhere
+from tests.run_traces import assert_secret_left_nowhere, cli_ingest
 from tests.unit._helpers import assert_store_matches_ledger, doc_ids_in_store, settings_for
 
 pytestmark = pytest.mark.integration
@@ -115,8 +114,7 @@ def test_a_secret_block_of_fsspec_options_is_the_only_credential(azurite_server,
     env["PREFECT_API_URL"] = prefect_server
     (tmp_path / "block.yaml").write_text((REPO / "configs" / "hashing.yaml").read_text() + f"source: {{credentials_block: secret/{block}}}\n")
     started = datetime.now(timezone.utc)
-    p = subprocess.run([INDEXOPS, "ingest", "--feed", f"az://{c}/kb", "--source", "documents", "--workspace", str(tmp_path / "ws"),
-                        "--config", str(tmp_path / "block.yaml")], capture_output=True, text=True, env=env, timeout=300)
+    p = cli_ingest(f"az://{c}/kb", "documents", tmp_path / "ws", tmp_path / "block.yaml", env)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "listed 2, fetched 2" in p.stdout
     texts = assert_secret_left_nowhere(AZURITE_KEY, p, tmp_path / "ws", started, prefect_server)

@@ -18,7 +18,7 @@ import pytest
 from indexops.ingest.driver import IngestFailed, ingest_path
 from indexops.ingest.keyed import TooManyDeletes
 from tests.conftest import REPO, S3_SECRET
-from tests.run_traces import INDEXOPS, assert_secret_left_nowhere
+from tests.run_traces import INDEXOPS, assert_secret_left_nowhere, cli_ingest
 from tests.unit._helpers import assert_store_matches_ledger, doc_ids_in_store, settings_for
 from tests.unit.test_embedded_once import CountingEmbedder
 
@@ -178,8 +178,7 @@ def test_credentials_from_a_prefect_block_and_nowhere_else(s3_server, prefect_se
     (tmp_path / "block.yaml").write_text(hashing + f"source: {{credentials_block: aws-credentials/{block}}}\n")
 
     def ingest(config: str, ws: str) -> subprocess.CompletedProcess:
-        return subprocess.run([INDEXOPS, "ingest", "--feed", f"s3://{bucket}/kb", "--source", "documents", "--workspace", str(tmp_path / ws),
-                               "--config", str(tmp_path / config)], capture_output=True, text=True, env=env, timeout=300)
+        return cli_ingest(f"s3://{bucket}/kb", "documents", tmp_path / ws, tmp_path / config, env)
 
     without = ingest("env.yaml", "ws-env")  # the same bucket and endpoint, credentials left to the environment: there are none
     assert without.returncode != 0 and "credentials" in (without.stdout + without.stderr).lower(), without.stdout + without.stderr

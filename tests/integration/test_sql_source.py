@@ -171,7 +171,7 @@ def test_the_password_from_a_prefect_secret_block_and_nowhere_else(pg_source, pr
     from prefect.blocks.system import Secret
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tests.run_traces import INDEXOPS, assert_secret_left_nowhere
+    from tests.run_traces import assert_secret_left_nowhere, cli_ingest
 
     owner, reader = pg_source
     table = SourceTable(owner, "articles", "ts")
@@ -190,8 +190,7 @@ def test_the_password_from_a_prefect_secret_block_and_nowhere_else(pg_source, pr
     (tmp_path / "block.yaml").write_text(hashing + f"sql: {sql}, password_block: {block}}}\n")
 
     def ingest(config: str, ws: str) -> subprocess.CompletedProcess:
-        return subprocess.run([INDEXOPS, "ingest", "--feed", url, "--source", "sql", "--workspace", str(tmp_path / ws),
-                               "--config", str(tmp_path / config)], capture_output=True, text=True, env=env, timeout=300)
+        return cli_ingest(url, "sql", tmp_path / ws, tmp_path / config, env)
 
     refused = ingest("none.yaml", "ws-none")
     assert refused.returncode != 0 and "password" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
